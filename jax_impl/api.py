@@ -1,0 +1,129 @@
+"""The adapter parity's core dispatches to for framework "jax" (Flax NNX + optax).
+
+Inputs and outputs are numpy in the canonical layout; conversions come from `parity.layouts`.
+A float64 model computes under `jax.enable_x64(True)`: outside it JAX silently uses float32.
+"""
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from parity import layouts
+from parity.state import layout
+from jax_impl.models import MODELS
+
+FRAMEWORK = "jax"
+
+
+def set_deterministic():
+    """Full-precision float32 matmuls/convolutions (XLA may otherwise use bf16/TF32 passes)."""
+    jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _precision(dtype: str):
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def build(spec, dtype="float32"):
+    with _precision(dtype):
+        model = MODELS[spec.architecture](spec, jnp.dtype(dtype), rngs=nnx.Rngs(params=0, dropout=0))
+    model.eval()
+    return model
+
+
+def dtype_of(model) -> str:
+    return next(v for _, v in _named_variables(model).items() if jnp.issubdtype(v.dtype, jnp.floating)).dtype.name
+
+
+def _canonical_name(path) -> str:
+    *modules, leaf = (str(p) for p in path)
+    return ".".join([*modules, layouts.canonical_leaf(FRAMEWORK, leaf)])
+
+
+def _named_variables(model):
+    """Canonical name -> nnx Variable, for every Param and BatchStat."""
+    return {_canonical_name(path): node for path, node in nnx.iter_graph(model)
+            if isinstance(node, (nnx.Param, nnx.BatchStat))}
+
+
+def _native_names_match(model, entries):
+    native = _named_variables(model)
+    if set(native) != set(entries):
+        from parity.errors import StateError
+        raise StateError([f"jax model {type(model).__name__}: canonical names {sorted(entries)} "
+                          f"do not match native variables {sorted(native)}"])
+    return native
+
+
+def load_state(model, state):
+    entries = layout(model.spec)
+    native = _native_names_match(model, entries)
+    values = {name: layouts.to_native(FRAMEWORK, p.kind, state[name], p.meta) for name, p in entries.items()}
+    with _precision(dtype_of(model)):
+        for name, variable in native.items():
+            variable.value = jnp.asarray(values[name], dtype=variable.value.dtype)
+    return model
+
+
+def export_state(model):
+    entries = layout(model.spec)
+    native = _native_names_match(model, entries)
+    dtype = dtype_of(model)
+    return {name: layouts.from_native(FRAMEWORK, p.kind, np.asarray(native[name].value), p.meta).astype(
+        dtype if p.dtype == "float" else p.dtype) for name, p in entries.items()}
+
+
+def _to_numpy(tree):
+    return {name: layouts.activation_from_native(FRAMEWORK, np.asarray(value)) for name, value in tree.items()}
+
+
+def forward(model, inputs, *, train=False, rng=None, trace=False):
+    """Run the model on canonical numpy inputs; with `trace`, also every submodule's output."""
+    if rng is not None:
+        nnx.reseed(model, dropout=rng)
+    model.train() if train else model.eval()
+    try:
+        with _precision(dtype_of(model)):
+            x = jnp.asarray(layouts.activation_to_native(FRAMEWORK, inputs))
+            if trace:
+                # nnx.capture sows every submodule method's output as an Intermediate.
+                outputs, intermediates = nnx.capture(model, nnx.Intermediate,
+                                                     method_outputs=nnx.Intermediate)(x)
+                records = {".".join(str(p) for p in path[:-1]): value.value[-1]
+                           for path, value in nnx.to_flat_state(intermediates)
+                           if path[-1] == "__call__" and len(path) > 1}
+            else:
+                outputs = model(x)
+            outputs = _to_numpy(outputs)
+    finally:
+        model.eval()
+    return (outputs, _to_numpy(records)) if trace else outputs
+
+
+def _loss(kind, logits, targets):
+    if kind == "cross_entropy":
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+
+
+def loss_and_grads(model, inputs, targets, *, train=False):
+    """Mean loss of the spec's kind and its gradient w.r.t. every parameter, canonical names."""
+    model.train() if train else model.eval()
+    entries = layout(model.spec)
+    try:
+        with _precision(dtype_of(model)):
+            x = jnp.asarray(layouts.activation_to_native(FRAMEWORK, inputs))
+            y = jnp.asarray(targets)
+
+            def loss_fn(model):
+                return _loss(model.spec.loss, model(x)["logits"], y)
+
+            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            named = {_canonical_name(path): np.asarray(g.value) for path, g in nnx.to_flat_state(grads)}
+    finally:
+        model.eval()
+    return float(loss), {name: layouts.from_native(FRAMEWORK, p.kind, named[name], p.meta)
+                         for name, p in entries.items() if p.trainable}

@@ -1,0 +1,142 @@
+"""The adapter parity's core dispatches to for framework "keras" (Keras 3, TensorFlow backend).
+
+Inputs and outputs are numpy in the canonical layout; conversions come from `parity.layouts`.
+"""
+import contextlib
+
+import keras_impl  # noqa: F401  (selects the backend before keras is imported)
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from parity import layouts
+from parity.state import layout
+from keras_impl.models import MODELS
+
+FRAMEWORK = "keras"
+
+
+def set_deterministic():
+    """Full-precision float32 matmuls/convolutions (no TF32 on GPUs that have it)."""
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def build(spec, dtype="float32"):
+    model = MODELS[spec.architecture](spec, dtype)
+    model(layouts.activation_to_native(FRAMEWORK, np.zeros((1, *spec.input_shape), dtype)))  # creates variables
+    return model
+
+
+def dtype_of(model) -> str:
+    return model.dtype_policy.variable_dtype
+
+
+def _named_layers(layer, prefix=""):
+    """(canonical path, layer) for every sublayer reachable through public attributes."""
+    for attr, value in vars(layer).items():
+        if attr.startswith("_"):
+            continue
+        children = ([(f"{attr}.{i}", v) for i, v in enumerate(value)] if isinstance(value, (list, tuple))
+                    else [(attr, value)])
+        for name, child in children:
+            if isinstance(child, keras.layers.Layer):
+                yield prefix + name, child
+                yield from _named_layers(child, f"{prefix}{name}.")
+
+
+def _named_variables(model):
+    """Canonical name -> keras Variable, for the variables each layer owns directly."""
+    named = {}
+    for path, layer in _named_layers(model):
+        owned = {id(v) for _, child in _named_layers(layer) for v in child.weights}
+        for variable in layer.weights:
+            if id(variable) not in owned:
+                named[f"{path}.{layouts.canonical_leaf(FRAMEWORK, variable.name)}"] = variable
+    return named
+
+
+def _native_names_match(model, entries):
+    native = _named_variables(model)
+    if set(native) != set(entries):
+        from parity.errors import StateError
+        raise StateError([f"keras model {type(model).__name__}: canonical names {sorted(entries)} "
+                          f"do not match native variables {sorted(native)}"])
+    return native
+
+
+def load_state(model, state):
+    entries = layout(model.spec)
+    native = _native_names_match(model, entries)
+    values = {name: layouts.to_native(FRAMEWORK, p.kind, state[name], p.meta) for name, p in entries.items()}
+    for name, variable in native.items():
+        variable.assign(values[name])
+    return model
+
+
+def export_state(model):
+    entries = layout(model.spec)
+    native = _native_names_match(model, entries)
+    dtype = dtype_of(model)
+    return {name: layouts.from_native(FRAMEWORK, p.kind, np.asarray(native[name].numpy()), p.meta).astype(
+        dtype if p.dtype == "float" else p.dtype) for name, p in entries.items()}
+
+
+@contextlib.contextmanager
+def _recording(model, records):
+    """Record every named sublayer's output by wrapping its `call` on the instance (Keras 3 has
+    no forward hooks); the class's `call` is back in place afterwards."""
+    layers = list(_named_layers(model))
+
+    def recorder(name, call):
+        def recording_call(*args, **kwargs):
+            output = call(*args, **kwargs)
+            records[name] = output
+            return output
+        return recording_call
+
+    for name, layer in layers:
+        vars(layer)["call"] = recorder(name, layer.call)
+    try:
+        yield
+    finally:
+        for _, layer in layers:
+            vars(layer).pop("call", None)
+
+
+def _to_numpy(tree):
+    return {name: layouts.activation_from_native(FRAMEWORK, np.asarray(value)) for name, value in tree.items()}
+
+
+def forward(model, inputs, *, train=False, rng=None, trace=False):
+    """Run the model on canonical numpy inputs; with `trace`, also every sublayer's output."""
+    if rng is not None:
+        keras.utils.set_random_seed(rng)
+    x = layouts.activation_to_native(FRAMEWORK, inputs)
+    records = {}
+    with _recording(model, records) if trace else contextlib.nullcontext():
+        outputs = model(x, training=train)
+    outputs = _to_numpy(outputs)
+    return (outputs, _to_numpy(records)) if trace else outputs
+
+
+def _loss(kind, dtype):
+    # The loss's dtype must be the model's: Keras losses default to float32 and cast down.
+    if kind == "cross_entropy":
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    return keras.losses.BinaryCrossentropy(from_logits=True, dtype=dtype)
+
+
+def loss_and_grads(model, inputs, targets, *, train=False):
+    """Mean loss of the spec's kind and its gradient w.r.t. every parameter, canonical names."""
+    entries = layout(model.spec)
+    native = _native_names_match(model, entries)
+    trainable = [name for name, p in entries.items() if p.trainable]
+    loss_fn = _loss(model.spec.loss, dtype_of(model))
+    x = layouts.activation_to_native(FRAMEWORK, inputs)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(targets, model(x, training=train)["logits"])
+    grads = tape.gradient(loss, [native[name] for name in trainable],
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    return float(loss), {name: layouts.from_native(FRAMEWORK, entries[name].kind, np.asarray(g), entries[name].meta)
+                         for name, g in zip(trainable, grads)}

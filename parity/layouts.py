@@ -1,0 +1,97 @@
+"""THE table of layout conversions between the canonical (PyTorch) layout and Keras / Flax.
+
+Every weight and activation transpose in the project lives here, keyed by the `kind` of a
+layout entry (see `parity/params.py`). Model files never transpose anything; the adapters call
+`to_native` when loading, `from_native` when exporting state or gradients, and the activation
+helpers at the input/output boundary. Each row has a round-trip test (tests/test_layouts.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Conversion:
+    to_native: Callable[[np.ndarray, dict], np.ndarray]
+    from_native: Callable[[np.ndarray, dict], np.ndarray]
+    why: str
+
+
+def _identity(array, meta):
+    return array
+
+
+def _flatten_linear_to_channels_last(weight, meta):
+    # (out, C*H*W) in CHW order -> (H*W*C, out): the input features a channels-last Flatten emits.
+    c, h, w = meta["chw"]
+    out = weight.shape[0]
+    return weight.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out)
+
+
+def _flatten_linear_from_channels_last(kernel, meta):
+    c, h, w = meta["chw"]
+    out = kernel.shape[1]
+    return kernel.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w)
+
+
+IDENTITY = Conversion(_identity, _identity, "same layout")
+LINEAR = Conversion(lambda w, m: w.T, lambda k, m: k.T,
+                    "torch Linear weight is (out, in); Keras Dense / Flax Linear kernel is (in, out)")
+CONV2D = Conversion(lambda w, m: w.transpose(2, 3, 1, 0), lambda k, m: k.transpose(3, 2, 0, 1),
+                    "torch Conv2d weight is OIHW; Keras Conv2D / Flax Conv kernel is HWIO")
+FLATTEN_LINEAR = Conversion(_flatten_linear_to_channels_last, _flatten_linear_from_channels_last,
+                            "first Linear after a flatten: torch flattens CHW, channels-last "
+                            "frameworks flatten HWC, so the input rows are permuted as well as transposed")
+
+# kind -> framework -> conversion. torch is the canonical layout, so its column is the identity.
+LAYOUTS: dict[str, dict[str, Conversion]] = {
+    "linear": {"torch": IDENTITY, "keras": LINEAR, "jax": LINEAR},
+    "flatten_linear": {"torch": IDENTITY, "keras": FLATTEN_LINEAR, "jax": FLATTEN_LINEAR},
+    "conv2d": {"torch": IDENTITY, "keras": CONV2D, "jax": CONV2D},
+    "vector": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
+    "counter": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
+}
+
+# Native variable (leaf) name -> canonical leaf name, per framework.
+NATIVE_NAMES: dict[str, dict[str, str]] = {
+    "torch": {},
+    "keras": {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+              "moving_mean": "running_mean", "moving_variance": "running_var",
+              "num_batches_tracked": "num_batches_tracked"},
+    "jax": {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean",
+            "var": "running_var", "num_batches_tracked": "num_batches_tracked"},
+}
+
+# Activations and inputs: torch is channels-first, Keras and Flax are written channels-last.
+CHANNELS_LAST = {"torch": False, "keras": True, "jax": True}
+
+
+def to_native(framework: str, kind: str, array: np.ndarray, meta: dict | None = None) -> np.ndarray:
+    """Canonical tensor -> the framework's layout (a contiguous copy)."""
+    return np.array(LAYOUTS[kind][framework].to_native(array, meta or {}), order="C")
+
+
+def from_native(framework: str, kind: str, array: np.ndarray, meta: dict | None = None) -> np.ndarray:
+    """The framework's layout -> canonical tensor (a contiguous copy)."""
+    return np.array(LAYOUTS[kind][framework].from_native(array, meta or {}), order="C")
+
+
+def canonical_leaf(framework: str, native_leaf: str) -> str:
+    return NATIVE_NAMES[framework].get(native_leaf, native_leaf)
+
+
+def activation_to_native(framework: str, array: np.ndarray) -> np.ndarray:
+    """Canonical activation/input (B, C, *spatial) -> (B, *spatial, C) where channels-last."""
+    if CHANNELS_LAST[framework] and array.ndim >= 3:
+        return np.ascontiguousarray(np.moveaxis(array, 1, -1))
+    return array
+
+
+def activation_from_native(framework: str, array: np.ndarray) -> np.ndarray:
+    """Inverse of `activation_to_native`."""
+    if CHANNELS_LAST[framework] and array.ndim >= 3:
+        return np.ascontiguousarray(np.moveaxis(array, -1, 1))
+    return array

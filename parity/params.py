@@ -1,0 +1,58 @@
+"""Entries of a canonical layout: what each named tensor is, and builders for common layers.
+
+A `Param` describes one canonical tensor: its shape, its dtype ("float" follows the state's
+float dtype, "int64" for counters), its *kind* (which row of the conversion table in
+`parity/layouts.py` applies) and how `parity.init_state` fills it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Param:
+    shape: tuple[int, ...]
+    kind: str  # linear | flatten_linear | conv2d | vector | counter
+    init: str  # uniform | ones | zeros | norm_weight | norm_bias | norm_mean | norm_var
+    dtype: str = "float"  # "float" (the state's float dtype) or "int64"
+    trainable: bool = True
+    fan_in: int = 0  # uniform init bound 1/sqrt(fan_in): torch.nn's default for Linear/Conv
+    meta: dict = field(default_factory=dict, compare=False)  # e.g. flatten_linear's source (C, H, W)
+
+
+def linear(prefix: str, in_features: int, out_features: int, *, bias: bool = True,
+           flatten_chw: tuple[int, int, int] | None = None) -> dict[str, Param]:
+    """torch.nn.Linear: weight (out, in), bias (out,). `flatten_chw` marks a Linear fed by a
+    CHW flatten, whose input order differs in channels-last frameworks (HWC)."""
+    if flatten_chw is not None:
+        weight = Param((out_features, in_features), "flatten_linear", "uniform", fan_in=in_features,
+                       meta={"chw": tuple(flatten_chw)})
+    else:
+        weight = Param((out_features, in_features), "linear", "uniform", fan_in=in_features)
+    params = {f"{prefix}.weight": weight}
+    if bias:
+        params[f"{prefix}.bias"] = Param((out_features,), "vector", "uniform", fan_in=in_features)
+    return params
+
+
+def conv2d(prefix: str, in_channels: int, out_channels: int, kernel_size: int, *,
+           bias: bool = True) -> dict[str, Param]:
+    """torch.nn.Conv2d: weight (out, in, kH, kW) = OIHW, bias (out,)."""
+    fan_in = in_channels * kernel_size * kernel_size
+    params = {f"{prefix}.weight": Param((out_channels, in_channels, kernel_size, kernel_size),
+                                        "conv2d", "uniform", fan_in=fan_in)}
+    if bias:
+        params[f"{prefix}.bias"] = Param((out_channels,), "vector", "uniform", fan_in=fan_in)
+    return params
+
+
+def batch_norm(prefix: str, num_features: int) -> dict[str, Param]:
+    """torch.nn.BatchNorm{1,2}d: affine weight/bias plus running buffers and the batch counter."""
+    n = (num_features,)
+    return {
+        f"{prefix}.weight": Param(n, "vector", "norm_weight"),
+        f"{prefix}.bias": Param(n, "vector", "norm_bias"),
+        f"{prefix}.running_mean": Param(n, "vector", "norm_mean", trainable=False),
+        f"{prefix}.running_var": Param(n, "vector", "norm_var", trainable=False),
+        f"{prefix}.num_batches_tracked": Param((), "counter", "zeros", dtype="int64", trainable=False),
+    }

@@ -1,0 +1,53 @@
+"""The registry: every architecture's spec class, by name."""
+from __future__ import annotations
+
+from typing import Any
+
+from parity.errors import SpecError
+from parity.specs.base import Spec
+from parity.specs.lenet5 import LeNet5Spec
+from parity.specs.mlp import MLPSpec
+from parity.specs.perceptron import PerceptronSpec
+
+REGISTRY: dict[str, type[Spec]] = {cls.architecture: cls for cls in (PerceptronSpec, MLPSpec, LeNet5Spec)}
+
+
+def architectures() -> list[str]:
+    """Names of every registered architecture, in curriculum order."""
+    return list(REGISTRY)
+
+
+def presets(name: str) -> list[str]:
+    return list(_spec_class(name).presets)
+
+
+def _spec_class(name: str) -> type[Spec]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise SpecError(f"unknown architecture {name!r}; registered: {architectures()}") from None
+
+
+def spec(name: str, preset: str | None = None, **overrides: Any) -> Spec:
+    """Build a spec: the named preset (default: the reference size) with field overrides."""
+    cls = _spec_class(name)
+    preset = cls.reference_preset if preset is None else preset
+    if preset not in cls.presets:
+        raise SpecError(f"{name}: unknown preset {preset!r}; presets are {list(cls.presets)}")
+    unknown = sorted(set(overrides) - set(cls.field_names()))
+    if unknown:
+        raise SpecError(f"{name}: unknown field(s) {unknown}; valid fields are {cls.field_names()}")
+    return cls(**{**cls.presets[preset], **overrides})
+
+
+def spec_from_dict(data: dict[str, Any]) -> Spec:
+    """Inverse of `Spec.to_dict()` (used for checkpoint metadata)."""
+    data = dict(data)
+    name = data.pop("architecture", None)
+    if name is None:
+        raise SpecError(f"spec dict has no 'architecture' key; got keys {sorted(data)}")
+    cls = _spec_class(name)
+    unknown = sorted(set(data) - set(cls.field_names()))
+    if unknown:
+        raise SpecError(f"{name}: unknown field(s) {unknown}; valid fields are {cls.field_names()}")
+    return cls(**data)

@@ -1,0 +1,70 @@
+"""The base of every architecture spec: a frozen dataclass of plain numbers and strings.
+
+A spec fully determines a model (config lives here, never in model files). Subclasses declare
+`architecture`, `presets`, `reference_preset`, and implement `layout()` and `input_shape`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from parity.errors import SpecError
+from parity.params import Param
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "leaky_relu", "silu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    architecture: ClassVar[str]
+    presets: ClassVar[dict[str, dict[str, Any]]]
+    reference_preset: ClassVar[str]
+    input_kind: ClassVar[str]  # "features" (B, F) or "image" (B, C, H, W)
+    loss: ClassVar[str]  # "cross_entropy" (int class targets) or "binary_cross_entropy" (0/1 floats)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Canonical shape of one example (no batch axis)."""
+        raise NotImplementedError
+
+    def layout(self) -> dict[str, Param]:
+        """Every canonical tensor, in module order, parameters and buffers."""
+        raise NotImplementedError
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, **dataclasses.asdict(self)}
+
+    def replace(self, **overrides) -> "Spec":
+        unknown = sorted(set(overrides) - set(self.field_names()))
+        if unknown:
+            raise SpecError(f"{self.architecture}: unknown field(s) {unknown}; "
+                            f"valid fields are {self.field_names()}")
+        return dataclasses.replace(self, **overrides)
+
+    # Validation helpers for __post_init__: each names the field, the expectation and the value.
+    def _require(self, ok: bool, field: str, expected: str) -> None:
+        if not ok:
+            raise SpecError(f"{self.architecture}.{field}: expected {expected}, "
+                            f"got {getattr(self, field)!r}")
+
+    def _positive_int(self, field: str) -> None:
+        value = getattr(self, field)
+        self._require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                      field, "a positive int")
+
+    def _choice(self, field: str, choices: tuple) -> None:
+        self._require(getattr(self, field) in choices, field, f"one of {list(choices)}")
+
+    def _probability(self, field: str) -> None:
+        value = getattr(self, field)
+        self._require(isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and 0.0 <= value < 1.0, field, "a float in [0, 1)")
+
+    def _positive_float(self, field: str) -> None:
+        value = getattr(self, field)
+        self._require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
+                      field, "a positive float")

@@ -1,0 +1,180 @@
+"""Canonical state: an ordered dict of numpy arrays named like the PyTorch reference.
+
+Initialised once in numpy (so all three frameworks start from identical bits), validated as a
+whole (every problem reported at once), saved as safetensors with the spec in the metadata,
+written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from parity.errors import CheckpointError, StateError
+from parity.params import Param
+from parity.specs import Spec, spec_from_dict
+
+FLOAT_DTYPES = ("float32", "float64")
+_SPEC_KEY = "parity.spec"
+
+
+def layout(spec: Spec) -> dict[str, Param]:
+    """Every canonical name with its shape, dtype, kind and init, parameters and buffers."""
+    return spec.layout()
+
+
+def _param_dtype(param: Param, dtype: str) -> np.dtype:
+    return np.dtype(dtype if param.dtype == "float" else param.dtype)
+
+
+def _check_float_dtype(dtype) -> str:
+    name = np.dtype(dtype).name if dtype is not None else None
+    if name not in FLOAT_DTYPES:
+        raise StateError([f"dtype: expected one of {list(FLOAT_DTYPES)}, got {dtype!r}"], what="request")
+    return name
+
+
+def init_state(spec: Spec, seed: int = 0, dtype: str = "float32", *,
+               random_norms: bool = False) -> dict[str, np.ndarray]:
+    """Deterministic numpy initialisation with torch.nn's defaults.
+
+    Linear/Conv weights and biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); batch-norm weight 1,
+    bias 0, running mean 0, running var 1. Each tensor draws from its own stream keyed by
+    (seed, name), so adding a layer never changes the others. `random_norms=True` draws the
+    batch-norm affine parameters and running statistics at random instead, so a parity check
+    notices a framework that ignores one of them (with 1/0/0/1 they are invisible).
+    """
+    dtype = _check_float_dtype(dtype)
+    state = {}
+    for name, param in layout(spec).items():
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        init = param.init
+        if random_norms and init.startswith("norm_"):
+            low, high = {"norm_weight": (0.5, 1.5), "norm_bias": (-0.5, 0.5),
+                         "norm_mean": (-0.5, 0.5), "norm_var": (0.5, 1.5)}[init]
+            value = rng.uniform(low, high, param.shape)
+        elif init == "uniform":
+            bound = 1.0 / np.sqrt(param.fan_in)
+            value = rng.uniform(-bound, bound, param.shape)
+        elif init in ("ones", "norm_weight", "norm_var"):
+            value = np.ones(param.shape)
+        else:  # zeros, norm_bias, norm_mean
+            value = np.zeros(param.shape)
+        state[name] = np.array(value, dtype=_param_dtype(param, dtype), order="C")
+    return state
+
+
+def state_dtype(state: dict[str, np.ndarray]) -> str:
+    """The float dtype of a state (float32 or float64)."""
+    floats = {a.dtype.name for a in state.values() if np.issubdtype(a.dtype, np.floating)}
+    if len(floats) != 1 or next(iter(floats)) not in FLOAT_DTYPES:
+        raise StateError([f"float dtype: expected every float tensor in one of {list(FLOAT_DTYPES)}, "
+                          f"got {sorted(floats) or 'no float tensors'}"])
+    return floats.pop()
+
+
+def check_state(spec: Spec, state) -> dict[str, np.ndarray]:
+    """Validate a state against the spec's layout; raise one StateError listing every problem.
+
+    Checks: missing names, unexpected names, shapes, dtypes (one float dtype throughout,
+    float32 or float64; int64 counters), non-finite values. Returns the state unchanged.
+    """
+    if not isinstance(state, dict):
+        raise StateError([f"expected a dict of name -> numpy array, got {type(state).__name__}"])
+    expected = layout(spec)
+    problems = []
+    missing = [n for n in expected if n not in state]
+    unexpected = [n for n in state if n not in expected]
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {missing}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensor(s): {unexpected}")
+    floats = sorted({np.asarray(state[n]).dtype.name for n, p in expected.items()
+                     if n in state and p.dtype == "float"})
+    float_dtype = floats[0] if len(floats) == 1 and floats[0] in FLOAT_DTYPES else None
+    if float_dtype is None and floats:
+        problems.append(f"float tensors: expected one dtype out of {list(FLOAT_DTYPES)}, got {floats}")
+    for name, param in expected.items():
+        if name not in state:
+            continue
+        value = state[name]
+        if not isinstance(value, np.ndarray):
+            problems.append(f"{name}: expected a numpy array, got {type(value).__name__}")
+            continue
+        if value.shape != param.shape:
+            problems.append(f"{name}: expected shape {param.shape}, got {value.shape}")
+        if param.dtype != "float" and value.dtype != np.dtype(param.dtype):
+            problems.append(f"{name}: expected dtype {param.dtype}, got {value.dtype}")
+        if np.issubdtype(value.dtype, np.floating):
+            bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                problems.append(f"{name}: expected finite values, got {bad} NaN/inf of {value.size}")
+    if problems:
+        raise StateError(problems, what=f"{spec.architecture} state")
+    return state
+
+
+def save_state(path, state: dict[str, np.ndarray], spec: Spec | None = None) -> Path:
+    """Write a safetensors checkpoint atomically (temp file in the same folder, then rename).
+
+    With `spec`, the state is validated first and the spec is stored in the metadata.
+    """
+    from safetensors.numpy import save
+
+    path = Path(path)
+    metadata = {}
+    if spec is not None:
+        check_state(spec, state)
+        metadata[_SPEC_KEY] = json.dumps(spec.to_dict())
+    payload = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=metadata)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _read(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a safetensors file, found nothing there")
+    data = path.read_bytes()
+    try:
+        state = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a safetensors file "
+                              f"({len(data)} bytes read), could not parse it: {err}") from None
+    return dict(state), header.get("__metadata__") or {}
+
+
+def read_spec(path) -> Spec | None:
+    """The spec stored in a checkpoint's metadata, or None when it was saved without one."""
+    _, metadata = _read(path)
+    return spec_from_dict(json.loads(metadata[_SPEC_KEY])) if _SPEC_KEY in metadata else None
+
+
+def load_state(path, spec: Spec | None = None) -> dict[str, np.ndarray]:
+    """Read a safetensors checkpoint, validated against `spec` (or the spec stored in it)."""
+    state, metadata = _read(path)
+    if spec is None and _SPEC_KEY in metadata:
+        spec = spec_from_dict(json.loads(metadata[_SPEC_KEY]))
+    if spec is not None:
+        check_state(spec, state)
+        state = {name: state[name] for name in layout(spec)}  # module order, not file order
+    return state

@@ -1,0 +1,1 @@
+"""PyTorch implementations. Canonical layout (channels-first, torch.nn names) is native here."""

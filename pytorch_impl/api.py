@@ -1,0 +1,89 @@
+"""The adapter parity's core dispatches to for framework "torch".
+
+Inputs and outputs are numpy in the canonical layout; torch's layout *is* canonical, so nothing
+is converted here. Callers go through `parity.build/forward/...`, which validate first.
+"""
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from parity.state import layout
+from pytorch_impl.models import MODELS
+
+FRAMEWORK = "torch"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def set_deterministic():
+    """Full-precision float32 matmuls (no TF32) and deterministic kernels."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+
+
+def build(spec, dtype="float32"):
+    return MODELS[spec.architecture](spec, _DTYPES[dtype]).eval()
+
+
+def dtype_of(model) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def load_state(model, state):
+    # strict=True: every canonical name must exist natively and vice versa.
+    model.load_state_dict({name: torch.from_numpy(np.array(value)) for name, value in state.items()},
+                          strict=True)
+    return model
+
+
+def export_state(model):
+    native = model.state_dict()
+    return {name: native[name].detach().cpu().numpy().copy() for name in layout(model.spec)}
+
+
+def _record(records, name, module, args, output):
+    records[name] = output.detach().cpu().numpy().copy()
+
+
+def forward(model, inputs, *, train=False, rng=None, trace=False):
+    """Run the model on canonical numpy inputs; with `trace`, also every submodule's output."""
+    if rng is not None:
+        torch.manual_seed(rng)
+    model.train(train)
+    records = {}
+    hooks = [module.register_forward_hook(partial(_record, records, name))
+             for name, module in model.named_modules() if name] if trace else []
+    try:
+        with torch.no_grad():
+            outputs = model(torch.from_numpy(inputs))
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.eval()
+    outputs = {name: value.cpu().numpy() for name, value in outputs.items()}
+    return (outputs, records) if trace else outputs
+
+
+def _loss(kind, logits, targets):
+    if kind == "cross_entropy":
+        return F.cross_entropy(logits, targets)  # mean over the batch
+    return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+def loss_and_grads(model, inputs, targets, *, train=False):
+    """Mean loss of the spec's kind and its gradient w.r.t. every parameter, canonical names."""
+    model.train(train)
+    model.zero_grad(set_to_none=True)
+    try:
+        logits = model(torch.from_numpy(inputs))["logits"]
+        loss = _loss(model.spec.loss, logits, torch.from_numpy(targets))
+        loss.backward()
+    finally:
+        model.eval()
+    params = dict(model.named_parameters())
+    # A parameter the graph never touched has no .grad: report zeros so the parity check sees it.
+    return loss.item(), {name: (params[name].grad if params[name].grad is not None
+                                else torch.zeros_like(params[name])).detach().numpy().copy()
+                         for name, param in layout(model.spec).items() if param.trainable}
