@@ -1,0 +1,126 @@
+"""Dispatch to the three framework adapters by name, validating everything first.
+
+Adapters (`pytorch_impl.api`, `keras_impl.api`, `jax_impl.api`) are imported lazily, so
+`import parity` loads no framework. Every function here checks its inputs before an adapter
+sees them: a bad state or input raises a `parity` error naming expected vs given, and never
+leaves a half-loaded model.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from parity.errors import FrameworkError, InputError, StateError
+from parity.specs import Spec
+from parity.state import check_state, init_state, state_dtype
+
+FRAMEWORKS = ("torch", "keras", "jax")
+_ADAPTERS = {"torch": "pytorch_impl.api", "keras": "keras_impl.api", "jax": "jax_impl.api"}
+
+
+def adapter(framework: str):
+    """The adapter module of a framework name."""
+    if framework not in _ADAPTERS:
+        raise FrameworkError(f"unknown framework {framework!r}; expected one of {list(FRAMEWORKS)}")
+    return importlib.import_module(_ADAPTERS[framework])
+
+
+def set_deterministic(frameworks=FRAMEWORKS) -> None:
+    """TF32 off everywhere and full-precision JAX matmuls: the settings parity checks assume."""
+    for framework in frameworks:
+        adapter(framework).set_deterministic()
+
+
+def build(framework: str, spec: Spec, state: dict | None = None, *, dtype: str | None = None, seed: int = 0):
+    """A native model of `spec` (nn.Module / keras.Model / nnx.Module) holding `state`.
+
+    Without a state, `parity.init_state(spec, seed, dtype)` is loaded, so every framework starts
+    from the same bits. With one, the model's dtype is the state's.
+    """
+    api = adapter(framework)
+    if not isinstance(spec, Spec):
+        raise InputError(f"build: expected a parity spec (see parity.spec), got {type(spec).__name__}")
+    if state is None:
+        state = init_state(spec, seed, dtype or "float32")
+    check_state(spec, state)
+    if dtype is not None and dtype != state_dtype(state):
+        raise StateError([f"dtype: build asked for {dtype}, the state given is {state_dtype(state)}"])
+    model = api.build(spec, state_dtype(state))
+    return api.load_state(model, state)
+
+
+def load_state(framework: str, model, state: dict):
+    """Load a canonical state into an existing model (validated first: all or nothing)."""
+    api = adapter(framework)
+    check_state(model.spec, state)
+    if state_dtype(state) != api.dtype_of(model):
+        raise StateError([f"dtype: the model computes in {api.dtype_of(model)}, the state is "
+                          f"{state_dtype(state)}; build a new model from this state instead"])
+    return api.load_state(model, state)
+
+
+def export_state(framework: str, model) -> dict[str, np.ndarray]:
+    """The model's parameters and buffers as a canonical state (exact inverse of load_state)."""
+    return adapter(framework).export_state(model)
+
+
+def _check_inputs(spec: Spec, dtype: str, inputs) -> np.ndarray:
+    if not isinstance(inputs, np.ndarray):
+        raise InputError(f"{spec.architecture} inputs: expected a numpy array, got {type(inputs).__name__}")
+    expected = ("B", *spec.input_shape)
+    if inputs.ndim != len(expected) or inputs.shape[1:] != spec.input_shape or inputs.shape[0] < 1:
+        layout = "(B, C, H, W), channels first" if spec.input_kind == "image" else "(B, features)"
+        raise InputError(f"{spec.architecture} inputs: expected shape {expected} {layout}, got {inputs.shape}")
+    if inputs.dtype != np.dtype(dtype):
+        raise InputError(f"{spec.architecture} inputs: expected dtype {dtype} (the model's), got {inputs.dtype}")
+    if not np.all(np.isfinite(inputs)):
+        raise InputError(f"{spec.architecture} inputs: expected finite values, got NaN/inf")
+    return np.ascontiguousarray(inputs)
+
+
+def _check_batch_norm_batch(spec: Spec, inputs: np.ndarray, train: bool) -> None:
+    if train and getattr(spec, "batch_norm", False) and inputs.shape[0] < 2:
+        raise InputError(f"{spec.architecture}: training-mode batch norm needs a batch of at least 2 "
+                         f"(the unbiased variance divides by B - 1), got B = {inputs.shape[0]}")
+
+
+def forward(framework: str, model, inputs, *, train: bool = False, rng: int | None = None, trace: bool = False):
+    """Outputs (dict of numpy, e.g. `logits`) for canonical inputs; with `trace=True`, returns
+    `(outputs, trace)` where trace maps canonical module paths to their outputs."""
+    api = adapter(framework)
+    inputs = _check_inputs(model.spec, api.dtype_of(model), inputs)
+    _check_batch_norm_batch(model.spec, inputs, train)
+    return api.forward(model, inputs, train=train, rng=rng, trace=trace)
+
+
+def _check_targets(spec: Spec, dtype: str, targets, batch: int) -> np.ndarray:
+    if not isinstance(targets, np.ndarray):
+        raise InputError(f"{spec.architecture} targets: expected a numpy array, got {type(targets).__name__}")
+    if spec.loss == "cross_entropy":
+        classes = spec.num_classes
+        if targets.shape != (batch,) or not np.issubdtype(targets.dtype, np.integer):
+            raise InputError(f"{spec.architecture} targets: expected integer class indices of shape ({batch},), "
+                             f"got {targets.dtype} {targets.shape}")
+        if targets.size and (targets.min() < 0 or targets.max() >= classes):
+            raise InputError(f"{spec.architecture} targets: expected classes in [0, {classes}), "
+                             f"got values in [{targets.min()}, {targets.max()}]")
+        return targets.astype(np.int64)
+    if targets.shape != (batch, 1) or targets.dtype != np.dtype(dtype):
+        raise InputError(f"{spec.architecture} targets: expected {dtype} 0/1 labels of shape ({batch}, 1), "
+                         f"got {targets.dtype} {targets.shape}")
+    if targets.size and (targets.min() < 0 or targets.max() > 1):
+        raise InputError(f"{spec.architecture} targets: expected values in [0, 1], "
+                         f"got values in [{targets.min()}, {targets.max()}]")
+    return np.ascontiguousarray(targets)
+
+
+def loss_and_grads(framework: str, model, inputs, targets, *, train: bool = False):
+    """(mean loss, gradient of every trainable parameter as a canonical state) for the spec's
+    loss: cross-entropy on `logits` for classifiers, binary cross-entropy for the perceptron."""
+    api = adapter(framework)
+    dtype = api.dtype_of(model)
+    inputs = _check_inputs(model.spec, dtype, inputs)
+    _check_batch_norm_batch(model.spec, inputs, train)
+    targets = _check_targets(model.spec, dtype, targets, inputs.shape[0])
+    return api.loss_and_grads(model, inputs, targets, train=train)
