@@ -64,7 +64,7 @@ def load_state(model, state):
     values = {name: layouts.to_native(FRAMEWORK, p.kind, state[name], p.meta) for name, p in entries.items()}
     with _precision(dtype_of(model)):
         for name, variable in native.items():
-            variable.value = jnp.asarray(values[name], dtype=variable.value.dtype)
+            variable[...] = jnp.asarray(values[name], dtype=variable.dtype)
     return model
 
 
@@ -72,7 +72,7 @@ def export_state(model):
     entries = layout(model.spec)
     native = _native_names_match(model, entries)
     dtype = dtype_of(model)
-    return {name: layouts.from_native(FRAMEWORK, p.kind, np.asarray(native[name].value), p.meta).astype(
+    return {name: layouts.from_native(FRAMEWORK, p.kind, np.asarray(native[name][...]), p.meta).astype(
         dtype if p.dtype == "float" else p.dtype) for name, p in entries.items()}
 
 
@@ -92,7 +92,7 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
                 # nnx.capture sows every submodule method's output as an Intermediate.
                 outputs, intermediates = nnx.capture(model, nnx.Intermediate,
                                                      method_outputs=nnx.Intermediate)(x)
-                records = {".".join(str(p) for p in path[:-1]): value.value[-1]
+                records = {".".join(str(p) for p in path[:-1]): value.get_value()[-1]
                            for path, value in nnx.to_flat_state(intermediates)
                            if path[-1] == "__call__" and len(path) > 1}
             else:
@@ -122,7 +122,7 @@ def loss_and_grads(model, inputs, targets, *, train=False):
                 return _loss(model.spec.loss, model(x)["logits"], y)
 
             loss, grads = nnx.value_and_grad(loss_fn)(model)
-            named = {_canonical_name(path): np.asarray(g.value) for path, g in nnx.to_flat_state(grads)}
+            named = {_canonical_name(path): np.asarray(g[...]) for path, g in nnx.to_flat_state(grads)}
     finally:
         model.eval()
     return float(loss), {name: layouts.from_native(FRAMEWORK, p.kind, named[name], p.meta)

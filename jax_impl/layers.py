@@ -31,11 +31,11 @@ class BatchNorm(nnx.BatchNorm):
             return super().__call__(x, use_running_average=True)
         reduce_axes = tuple(range(x.ndim - 1))
         count = x.size // x.shape[-1]
-        previous = self.var.value
+        previous = self.var[...]
         y = super().__call__(x, use_running_average=False)
         unbiased = x.var(axis=reduce_axes) * (count / (count - 1))
-        self.var.value = previous * self.momentum + unbiased * (1.0 - self.momentum)
-        self.num_batches_tracked.value += 1
+        self.var[...] = previous * self.momentum + unbiased * (1.0 - self.momentum)
+        self.num_batches_tracked[...] += 1
         return y
 
 

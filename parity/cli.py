@@ -128,7 +128,7 @@ def _diff(args) -> int:
         return 0 if report.first_divergence is None else 1
     from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"{args.name} [{args.preset}] {args.dtype}: per-module max error relative to scale")
+    table = Table(title=f"{args.name} ({args.preset}) {args.dtype}: per-module max error relative to scale")
     table.add_column("module (forward order)")
     for pair in report.pairs():
         table.add_column(" vs ".join(pair), justify="right")

@@ -73,7 +73,7 @@ class Report:
         """A rich table: per pair, the worst output, loss, gradient and buffer errors."""
         from rich.table import Table
 
-        title = (f"{self.architecture} [{self.preset or 'custom'}] {self.dtype} "
+        title = (f"{self.architecture} ({self.preset or 'custom'}) {self.dtype} "
                  f"{'train' if self.train else 'eval'}: {'PASS' if self.passed else 'FAIL'}")
         table = Table(title=title)
         for column in ("check", "worst entry", "pair", "max abs", "max rel", "tolerance", ""):

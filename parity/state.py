@@ -130,7 +130,7 @@ def save_state(path, state: dict[str, np.ndarray], spec: Spec | None = None) -> 
     if spec is not None:
         check_state(spec, state)
         metadata[_SPEC_KEY] = json.dumps(spec.to_dict())
-    payload = save({k: np.ascontiguousarray(v) for k, v in state.items()}, metadata=metadata)
+    payload = save({k: np.array(v, order="C") for k, v in state.items()}, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -1,0 +1,24 @@
+"""Deterministic numerics for every test: TF32 off in all three frameworks, JAX matmuls at
+"highest" precision, fixed seeds. float64 in JAX is enabled per model by the adapter, only
+inside float64 work."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import parity  # noqa: E402
+
+parity.set_deterministic()
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    np.random.seed(0)
+    yield
+
+
+def batch_for(spec, batch_size=8, dtype="float32", seed=0):
+    return parity.example_batch(spec, batch_size, seed, dtype)
