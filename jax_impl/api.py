@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from parity import layouts
-from parity.state import layout
+from parity.state import layout, match_native_names
 from jax_impl.models import MODELS
 
 FRAMEWORK = "jax"
@@ -49,18 +49,9 @@ def _named_variables(model):
             if isinstance(node, (nnx.Param, nnx.BatchStat))}
 
 
-def _native_names_match(model, entries):
-    native = _named_variables(model)
-    if set(native) != set(entries):
-        from parity.errors import StateError
-        raise StateError([f"jax model {type(model).__name__}: canonical names {sorted(entries)} "
-                          f"do not match native variables {sorted(native)}"])
-    return native
-
-
 def load_state(model, state):
     entries = layout(model.spec)
-    native = _native_names_match(model, entries)
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     values = {name: layouts.to_native(FRAMEWORK, p.kind, state[name], p.meta) for name, p in entries.items()}
     with _precision(dtype_of(model)):
         for name, variable in native.items():
@@ -70,7 +61,7 @@ def load_state(model, state):
 
 def export_state(model):
     entries = layout(model.spec)
-    native = _native_names_match(model, entries)
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     dtype = dtype_of(model)
     return {name: layouts.from_native(FRAMEWORK, p.kind, np.asarray(native[name][...]), p.meta).astype(
         dtype if p.dtype == "float" else p.dtype) for name, p in entries.items()}

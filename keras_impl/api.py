@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from parity import layouts
-from parity.state import layout
+from parity.state import layout, match_native_names
 from keras_impl.models import MODELS
 
 FRAMEWORK = "keras"
@@ -56,18 +56,9 @@ def _named_variables(model):
     return named
 
 
-def _native_names_match(model, entries):
-    native = _named_variables(model)
-    if set(native) != set(entries):
-        from parity.errors import StateError
-        raise StateError([f"keras model {type(model).__name__}: canonical names {sorted(entries)} "
-                          f"do not match native variables {sorted(native)}"])
-    return native
-
-
 def load_state(model, state):
     entries = layout(model.spec)
-    native = _native_names_match(model, entries)
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     values = {name: layouts.to_native(FRAMEWORK, p.kind, state[name], p.meta) for name, p in entries.items()}
     for name, variable in native.items():
         variable.assign(values[name])
@@ -76,7 +67,7 @@ def load_state(model, state):
 
 def export_state(model):
     entries = layout(model.spec)
-    native = _native_names_match(model, entries)
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     dtype = dtype_of(model)
     return {name: layouts.from_native(FRAMEWORK, p.kind, np.asarray(native[name].numpy()), p.meta).astype(
         dtype if p.dtype == "float" else p.dtype) for name, p in entries.items()}
@@ -130,7 +121,7 @@ def _loss(kind, dtype):
 def loss_and_grads(model, inputs, targets, *, train=False):
     """Mean loss of the spec's kind and its gradient w.r.t. every parameter, canonical names."""
     entries = layout(model.spec)
-    native = _native_names_match(model, entries)
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     trainable = [name for name, p in entries.items() if p.trainable]
     loss_fn = _loss(model.spec.loss, dtype_of(model))
     x = layouts.activation_to_native(FRAMEWORK, inputs)

@@ -118,6 +118,19 @@ def check_state(spec: Spec, state) -> dict[str, np.ndarray]:
     return state
 
 
+def match_native_names(framework: str, spec: Spec, native: dict) -> dict:
+    """A model's native variables keyed by canonical name, in layout order. A name set that
+    differs from the layout is a bug in a model file or the name table; report both sides."""
+    entries = layout(spec)
+    missing = [n for n in entries if n not in native]
+    extra = [n for n in native if n not in entries]
+    if missing or extra:
+        raise StateError([f"{framework} {spec.architecture} model has no variable for {missing}",
+                          f"{framework} {spec.architecture} model has variables outside the layout: {extra}"],
+                         what=f"{framework} {spec.architecture} model")
+    return {name: native[name] for name in entries}
+
+
 def save_state(path, state: dict[str, np.ndarray], spec: Spec | None = None) -> Path:
     """Write a safetensors checkpoint atomically (temp file in the same folder, then rename).
 

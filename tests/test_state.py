@@ -135,3 +135,13 @@ def test_load_validates_against_the_stored_spec(tmp_path, mlp_spec):
     other = parity.spec("mlp", "tiny", num_classes=7)
     with pytest.raises(parity.StateError, match=r"head.weight: expected shape \(7, 24\), got \(5, 24\)"):
         parity.load_state(path, other)
+
+
+def test_a_model_whose_variables_do_not_match_the_layout_is_reported(mlp_spec):
+    from parity.state import match_native_names
+
+    native = {name: object() for name in parity.layout(mlp_spec)}
+    del native["head.bias"]
+    native["head.scale"] = object()
+    with pytest.raises(parity.StateError, match=r"(?s)no variable for \['head.bias'\].*outside the layout: \['head.scale'\]"):
+        match_native_names("keras", mlp_spec, native)
