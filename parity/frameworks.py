@@ -66,6 +66,11 @@ def export_state(framework: str, model) -> dict[str, np.ndarray]:
 
 
 def _check_inputs(spec: Spec, dtype: str, inputs) -> np.ndarray:
+    if isinstance(inputs, dict):  # named inputs: these models take one, keyed by its kind
+        if list(inputs) != [spec.input_kind]:
+            raise InputError(f"{spec.architecture} inputs: expected a dict with the key {[spec.input_kind]} "
+                             f"(or a bare array), got keys {list(inputs)}")
+        inputs = inputs[spec.input_kind]
     if not isinstance(inputs, np.ndarray):
         raise InputError(f"{spec.architecture} inputs: expected a numpy array, got {type(inputs).__name__}")
     expected = ("B", *spec.input_shape)

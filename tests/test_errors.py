@@ -37,6 +37,15 @@ def test_non_array_and_non_finite_inputs(lenet):
         parity.forward("torch", models["torch"], np.full((1, 1, 28, 28), np.nan, np.float32))
 
 
+def test_inputs_may_be_named_by_kind(lenet):
+    spec, models = lenet
+    inputs, _ = parity.example_batch(spec, 2)
+    named = parity.forward("jax", models["jax"], {"image": inputs})["logits"]
+    assert (named == parity.forward("jax", models["jax"], inputs)["logits"]).all()
+    with pytest.raises(parity.InputError, match=r"expected a dict with the key \['image'\].*got keys \['pixels'\]"):
+        parity.forward("jax", models["jax"], {"pixels": inputs})
+
+
 def test_bad_targets_name_expected_and_given(lenet):
     spec, models = lenet
     inputs, _ = parity.example_batch(spec, 3)
