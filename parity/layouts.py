@@ -83,6 +83,14 @@ def canonical_leaf(framework: str, native_leaf: str) -> str:
     return NATIVE_NAMES[framework].get(native_leaf, native_leaf)
 
 
+def input_permutation(framework: str, ndim: int) -> tuple[int, ...] | None:
+    """The transpose a traced graph applies to a canonical input (exporters take canonical NCHW
+    inputs in every framework), or None where the layouts agree."""
+    if CHANNELS_LAST[framework] and ndim >= 3:
+        return (0, *range(2, ndim), 1)
+    return None
+
+
 def activation_to_native(framework: str, array: np.ndarray) -> np.ndarray:
     """Canonical activation/input (B, C, *spatial) -> (B, *spatial, C) where channels-last."""
     if CHANNELS_LAST[framework] and array.ndim >= 3:

@@ -21,6 +21,7 @@ class Spec:
     reference_preset: ClassVar[str]
     input_kind: ClassVar[str]  # "features" (B, F) or "image" (B, C, H, W)
     loss: ClassVar[str]  # "cross_entropy" (int class targets) or "binary_cross_entropy" (0/1 floats)
+    output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what forward returns, in this order
 
     @property
     def input_shape(self) -> tuple[int, ...]:

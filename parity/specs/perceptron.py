@@ -14,6 +14,7 @@ class PerceptronSpec(Spec):
     reference_preset = "perceptron"
     input_kind = "features"
     loss = "binary_cross_entropy"  # on the pre-activation z: the step has no gradient
+    output_names = ("logits", "output")
 
     in_features: int = 2
     output: str = "step"  # "step" (Rosenblatt, 1 if z > 0) or "sigmoid" (logistic neuron)
