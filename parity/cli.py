@@ -3,15 +3,20 @@
     parity list                                  registered architectures and presets
     parity check [NAME...] [--dtype all] [--train]   the parity table; exit 1 on any failure
     parity diff NAME                             per-module trace, first divergence highlighted
+    parity export NAME --format onnx --out DIR   ONNX or native deployment formats
+    parity run-exported PATH --input X.npz       run any exported artifact
+    parity export-matrix                         export + verify every architecture and format
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from parity.compare import compare
-from parity.errors import ParityError
+from parity.errors import InputError, ParityError
+from parity.export import FORMATS
 from parity.frameworks import FRAMEWORKS
 from parity.specs import REGISTRY, architectures
 
@@ -45,6 +50,28 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", choices=("float32", "float64", "all"), default="all")
     check.add_argument("--train", action="store_true", help="also check training mode (batch stats, buffers)")
     common(check)
+
+    exporting = commands.add_parser("export", help="export to ONNX or a native deployment format")
+    exporting.add_argument("name", metavar="NAME")
+    exporting.add_argument("--framework", choices=(*FRAMEWORKS, "all"), default="all")
+    exporting.add_argument("--format", choices=tuple(FORMATS), default="onnx")
+    exporting.add_argument("--out", required=True, help="output directory")
+    exporting.add_argument("--preset", default=None, help="default: the reference size")
+    exporting.add_argument("--state", help="a safetensors checkpoint (default: parity.init_state)")
+    exporting.add_argument("--seed", type=int, default=0)
+    exporting.add_argument("--force", action="store_true", help="replace existing artifacts")
+
+    running = commands.add_parser("run-exported", help="run an exported artifact on inputs from an .npz")
+    running.add_argument("path", metavar="PATH")
+    running.add_argument("--input", required=True, help=".npz with one array (canonical layout)")
+    running.add_argument("--output", help="write the outputs to this .npz")
+    running.add_argument("--no-optimize", action="store_true", help="ONNX Runtime graph optimizations off")
+    running.add_argument("--json", action="store_true")
+
+    matrix = commands.add_parser("export-matrix", help="export and verify every architecture x format")
+    matrix.add_argument("names", nargs="*", metavar="NAME")
+    matrix.add_argument("--preset", default="tiny")
+    matrix.add_argument("--update-docs", metavar="FILE", help="rewrite the matrix section of this page")
 
     diff = commands.add_parser("diff", help="per-module trace and the first module where frameworks diverge")
     diff.add_argument("name", metavar="NAME")
@@ -147,10 +174,69 @@ def _diff(args) -> int:
     return 0 if report.first_divergence is None and report.passed else 1
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+def _export(args) -> int:
+    from parity.export import FORMATS, default_path, export
+    from parity.specs import spec as make_spec
+    from parity.state import init_state, load_state
+
+    spec = make_spec(args.name, args.preset)
+    state = load_state(args.state, spec) if args.state else None
+    frameworks = FORMATS[args.format] if args.framework == "all" else (args.framework,)
+    for framework in frameworks:
+        path = export(framework, spec, default_path(args.out, args.name, framework, args.format), args.format,
+                      state if state is not None else init_state(spec, args.seed),
+                      force=args.force)
+        print(path)
+    return 0
+
+
+def _run_exported(args) -> int:
+    import numpy as np
+
+    from parity.runtime import run_exported
+
     try:
-        return {"list": _list, "check": _check, "diff": _diff}[args.command](args)
+        with np.load(args.input) as data:
+            inputs = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as err:
+        raise InputError(f"--input {args.input!r}: expected an .npz file of arrays: {err}") from None
+    outputs = run_exported(args.path, inputs, optimize=not args.no_optimize)
+    if args.output:
+        np.savez(args.output, **outputs)
+    if args.json:
+        print(json.dumps({k: v.tolist() for k, v in outputs.items()}))
+    else:
+        for name, value in outputs.items():
+            print(f"{name}: shape {value.shape} {value.dtype}\n{value}")
+    return 0
+
+
+def _export_matrix(args) -> int:
+    from parity.export_check import matrix_markdown, support_matrix
+
+    results = support_matrix(args.names or None, args.preset)
+    table = matrix_markdown(results)
+    print(table)
+    if args.update_docs:
+        from pathlib import Path
+
+        page = Path(args.update_docs)
+        text = page.read_text(encoding="utf-8")
+        start, end = "<!-- export-matrix:start -->", "<!-- export-matrix:end -->"
+        if start not in text or end not in text:
+            raise InputError(f"{page}: expected the markers {start} and {end}")
+        page.write_text(text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):],
+                        encoding="utf-8")
+    return 0 if all(r.passed for r in results) else 1
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info logs, on import
+    args = _parser().parse_args(argv)
+    commands = {"list": _list, "check": _check, "diff": _diff, "export": _export,
+                "run-exported": _run_exported, "export-matrix": _export_matrix}
+    try:
+        return commands[args.command](args)
     except ParityError as err:
         print(f"parity: error: {err}", file=sys.stderr)
         return 2
