@@ -3,6 +3,8 @@
 Importing parity loads numpy only; each framework is imported the first time it is used.
 """
 from parity.compare import Check, Report, compare, example_batch
+from parity.export import ExportError, export
+from parity.runtime import run_exported
 from parity.errors import CheckpointError, FrameworkError, InputError, ParityError, SpecError, StateError
 from parity.frameworks import (FRAMEWORKS, build, export_state, forward, load_state as load_model_state,
                                loss_and_grads, set_deterministic)
@@ -11,7 +13,7 @@ from parity.specs import Spec, architectures, presets, spec
 from parity.state import check_state, init_state, layout, load_state, read_spec, save_state
 
 __all__ = [
-    "FRAMEWORKS", "Check", "CheckpointError", "FrameworkError", "InputError", "Param", "ParityError",
+    "FRAMEWORKS", "Check", "CheckpointError", "ExportError", "export", "run_exported", "FrameworkError", "InputError", "Param", "ParityError",
     "Report", "Spec", "SpecError", "StateError", "architectures", "build", "check_state", "compare",
     "example_batch", "export_state", "forward", "init_state", "layout", "load_model_state", "load_state",
     "loss_and_grads", "presets", "read_spec", "save_state", "set_deterministic", "spec",
