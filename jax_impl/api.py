@@ -94,10 +94,11 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     return (outputs, _to_numpy(records)) if trace else outputs
 
 
-def _loss(kind, logits, targets):
+def loss_function(kind, dtype):
+    """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":
-        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
-    return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+        return lambda logits, targets: optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    return lambda logits, targets: optax.sigmoid_binary_cross_entropy(logits, targets).mean()
 
 
 def loss_and_grads(model, inputs, targets, *, train=False):
@@ -109,12 +110,14 @@ def loss_and_grads(model, inputs, targets, *, train=False):
             x = jnp.asarray(layouts.activation_to_native(FRAMEWORK, inputs))
             y = jnp.asarray(targets)
 
-            def loss_fn(model):
-                return _loss(model.spec.loss, model(x)["logits"], y)
+            loss = loss_function(model.spec.loss, dtype_of(model))
 
-            loss, grads = nnx.value_and_grad(loss_fn)(model)
+            def loss_fn(model):
+                return loss(model(x)["logits"], y)
+
+            value, grads = nnx.value_and_grad(loss_fn)(model)
             named = {_canonical_name(path): np.asarray(g[...]) for path, g in nnx.to_flat_state(grads)}
     finally:
         model.eval()
-    return float(loss), {name: layouts.from_native(FRAMEWORK, p.kind, named[name], p.meta)
+    return float(value), {name: layouts.from_native(FRAMEWORK, p.kind, named[name], p.meta)
                          for name, p in entries.items() if p.trainable}

@@ -111,11 +111,14 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     return (outputs, _to_numpy(records)) if trace else outputs
 
 
-def _loss(kind, dtype):
+def loss_function(kind, dtype):
+    """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     # The loss's dtype must be the model's: Keras losses default to float32 and cast down.
     if kind == "cross_entropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
-    return keras.losses.BinaryCrossentropy(from_logits=True, dtype=dtype)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    else:
+        loss = keras.losses.BinaryCrossentropy(from_logits=True, dtype=dtype)
+    return lambda logits, targets: loss(targets, logits)
 
 
 def loss_and_grads(model, inputs, targets, *, train=False):
@@ -123,10 +126,10 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     entries = layout(model.spec)
     native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     trainable = [name for name, p in entries.items() if p.trainable]
-    loss_fn = _loss(model.spec.loss, dtype_of(model))
+    loss_fn = loss_function(model.spec.loss, dtype_of(model))
     x = layouts.activation_to_native(FRAMEWORK, inputs)
     with tf.GradientTape() as tape:
-        loss = loss_fn(targets, model(x, training=train)["logits"])
+        loss = loss_fn(model(x, training=train)["logits"], targets)
     grads = tape.gradient(loss, [native[name] for name in trainable],
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return float(loss), {name: layouts.from_native(FRAMEWORK, entries[name].kind, np.asarray(g), entries[name].meta)

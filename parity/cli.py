@@ -6,6 +6,8 @@
     parity export NAME --format onnx --out DIR   ONNX or native deployment formats
     parity run-exported PATH --input X.npz       run any exported artifact
     parity export-matrix                         export + verify every architecture and format
+    parity bench NAME... [--mode all] [--task all]  throughput, eager and compiled, side by side
+    parity report                                render saved results into docs/benchmarks.md
 """
 from __future__ import annotations
 
@@ -72,6 +74,25 @@ def _parser() -> argparse.ArgumentParser:
     matrix.add_argument("names", nargs="*", metavar="NAME")
     matrix.add_argument("--preset", default="tiny")
     matrix.add_argument("--update-docs", metavar="FILE", help="rewrite the matrix section of this page")
+
+    benching = commands.add_parser("bench", help="throughput of each framework, eager and compiled")
+    benching.add_argument("names", nargs="+", metavar="NAME")
+    benching.add_argument("--framework", default="all", help="comma-separated or all")
+    benching.add_argument("--mode", choices=("eager", "compiled", "all"), default="all")
+    benching.add_argument("--task", choices=("inference", "train", "all"), default="all")
+    benching.add_argument("--batch", type=int, nargs="+", default=[32])
+    benching.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    benching.add_argument("--dtype", choices=("float32",), default="float32")
+    benching.add_argument("--rounds", type=int, default=20)
+    benching.add_argument("--preset", default=None, help="default: the reference size")
+    benching.add_argument("--save", nargs="?", const="benchmarks/results", metavar="DIR",
+                          help="write JSON results under DIR/<device>/ (default benchmarks/results)")
+    benching.add_argument("--json", action="store_true")
+
+    reporting = commands.add_parser("report", help="render saved benchmark results into docs/benchmarks.md")
+    reporting.add_argument("--results", default="benchmarks/results")
+    reporting.add_argument("--page", default="docs/benchmarks.md")
+    reporting.add_argument("--figures", default="docs/figures")
 
     diff = commands.add_parser("diff", help="per-module trace and the first module where frameworks diverge")
     diff.add_argument("name", metavar="NAME")
@@ -230,11 +251,56 @@ def _export_matrix(args) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
+def _bench(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from parity.bench import MODES, TASKS, bench, save_results
+
+    frameworks = FRAMEWORKS if args.framework == "all" else _frameworks(args.framework)
+    modes = MODES if args.mode == "all" else (args.mode,)
+    tasks = TASKS if args.task == "all" else (args.task,)
+    runs = [(n, b, t, m, f) for n in args.names for b in args.batch for t in tasks for m in modes for f in frameworks]
+    results = []
+    with Console(stderr=True).status("") as status:
+        for i, (name, batch, task, mode, framework) in enumerate(runs, 1):
+            status.update(f"[{i}/{len(runs)}] {name} batch {batch} {task} {framework} {mode}")
+            results.append(bench(name, framework, mode=mode, task=task, batch=batch, dtype=args.dtype,
+                                 device=args.device, rounds=args.rounds, preset=args.preset))
+    if args.save:
+        print(f"saved {save_results(results, args.save)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+        return 0
+    table = Table(title=f"parity bench on {results[0].device}: median of {args.rounds} rounds")
+    for column in ("architecture", "batch", "task", "mode", "framework", "samples/s", "IQR", "first call",
+                   "GFLOP/s", "of peak"):
+        table.add_column(column, justify="left" if column in ("architecture", "task", "mode", "framework") else "right")
+    for r in results:
+        table.add_row(r.architecture, str(r.batch), r.task, r.mode, r.framework, f"{r.samples_per_s:,.0f}",
+                      f"{100 * r.iqr_s / r.median_s:.0f}%", f"{r.first_call_s:.2f}s", f"{r.achieved_gflops:.1f}",
+                      "-" if r.utilisation is None else f"{100 * r.utilisation:.1f}%")
+    Console().print(table)
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from parity.bench import load_results
+    from parity.report import render
+
+    render(load_results(args.results), Path(args.page), Path(args.figures))
+    print(f"wrote {args.page}")
+    return 0
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info logs, on import
     args = _parser().parse_args(argv)
     commands = {"list": _list, "check": _check, "diff": _diff, "export": _export,
-                "run-exported": _run_exported, "export-matrix": _export_matrix}
+                "run-exported": _run_exported, "export-matrix": _export_matrix, "bench": _bench,
+                "report": _report}
     try:
         return commands[args.command](args)
     except ParityError as err:

@@ -66,10 +66,11 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     return (outputs, records) if trace else outputs
 
 
-def _loss(kind, logits, targets):
+def loss_function(kind, dtype):
+    """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":
-        return F.cross_entropy(logits, targets)  # mean over the batch
-    return F.binary_cross_entropy_with_logits(logits, targets)
+        return F.cross_entropy
+    return F.binary_cross_entropy_with_logits
 
 
 def loss_and_grads(model, inputs, targets, *, train=False):
@@ -78,7 +79,7 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     model.zero_grad(set_to_none=True)
     try:
         logits = model(torch.from_numpy(inputs))["logits"]
-        loss = _loss(model.spec.loss, logits, torch.from_numpy(targets))
+        loss = loss_function(model.spec.loss, dtype_of(model))(logits, torch.from_numpy(targets))
         loss.backward()
     finally:
         model.eval()

@@ -1,0 +1,82 @@
+"""Benchmark steps for Flax NNX: inference and one SGD training step, eager (op by op) or
+compiled with `nnx.jit` (XLA).
+
+Every step returns only after `jax.block_until_ready` on its outputs.
+"""
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from parity import layouts
+from jax_impl.api import dtype_of, loss_function
+
+
+def device_name(device: str) -> str:
+    return jax.devices("gpu")[0].device_kind if device == "gpu" else "cpu"
+
+
+def to_device(model, arrays, device: str):
+    """Channels-last inputs, on the device, once, before timing."""
+    target = jax.devices("gpu" if device == "gpu" else "cpu")[0]
+    return [jax.device_put(jnp.asarray(layouts.activation_to_native("jax", a)), target) for a in arrays]
+
+
+def inference_step(model, compiled: bool):
+    model.eval()
+
+    def forward(model, x):
+        return model(x)["logits"]
+
+    run = nnx.jit(forward) if compiled else forward
+
+    def step(x):
+        return jax.block_until_ready(run(model, x))
+
+    return step
+
+
+def train_step(model, compiled: bool, learning_rate: float):
+    """forward, loss, nnx.value_and_grad backward and an optax.sgd update, training mode."""
+    model.train()
+    optimizer = nnx.Optimizer(model, optax.sgd(learning_rate), wrt=nnx.Param)
+    loss_fn = loss_function(model.spec.loss, dtype_of(model))
+
+    def update(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x)["logits"], y))(model)
+        optimizer.update(model, grads)
+        return loss
+
+    run = nnx.jit(update) if compiled else update
+
+    def step(x, y):
+        return float(jax.block_until_ready(run(model, optimizer, x, y)))
+
+    return step
+
+
+def peak_memory_bytes(device: str):
+    return jax.devices("gpu")[0].memory_stats().get("peak_bytes_in_use") if device == "gpu" else None
+
+
+def matmul_gflops(n: int = 2048, rounds: int = 5) -> float:
+    """Measured float32 n x n matmul rate on the CPU (median of `rounds`)."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    b = jax.random.normal(jax.random.key(1), (n, n))
+    matmul = jax.jit(jnp.matmul)
+    matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        matmul(a, b).block_until_ready()
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / sorted(times)[rounds // 2] / 1e9
+
+
+def thread_settings() -> dict:
+    return {"xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "jax_default_matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "jax_version": jax.__version__, "jax_backend": jax.default_backend()}

@@ -1,0 +1,78 @@
+"""Benchmark steps for PyTorch: inference and one SGD training step, eager or `torch.compile`d.
+
+Every step returns only after the device finished (CUDA is synchronised; CPU is synchronous).
+"""
+import time
+
+import torch
+
+from pytorch_impl.api import dtype_of, loss_function
+
+
+def device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device == "gpu" else "cpu"
+
+
+def to_device(model, arrays, device: str):
+    """Move the model and numpy arrays to the device once, before timing."""
+    target = torch.device("cuda" if device == "gpu" else "cpu")
+    model.to(target)
+    return [torch.from_numpy(a).to(target) for a in arrays]
+
+
+def _synchronize(tensor):
+    if tensor.is_cuda:
+        torch.cuda.synchronize()
+
+
+def inference_step(model, compiled: bool):
+    model.eval()
+    forward = torch.compile(model) if compiled else model
+
+    def step(x):
+        with torch.inference_mode():
+            logits = forward(x)["logits"]
+        _synchronize(logits)
+        return logits
+
+    return step
+
+
+def train_step(model, compiled: bool, learning_rate: float):
+    """forward, loss, backward and a torch.optim.SGD update, in training mode."""
+    model.train()
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
+    loss_fn = loss_function(model.spec.loss, dtype_of(model))
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(forward(x)["logits"], y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # a host read: the step is done
+
+    return step
+
+
+def peak_memory_bytes(device: str):
+    return torch.cuda.max_memory_allocated() if device == "gpu" else None
+
+
+def matmul_gflops(n: int = 2048, rounds: int = 5) -> float:
+    """Measured float32 n x n matmul rate on the CPU (median of `rounds`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / sorted(times)[rounds // 2] / 1e9
+
+
+def thread_settings() -> dict:
+    return {"torch_intra_op_threads": torch.get_num_threads(),
+            "torch_inter_op_threads": torch.get_num_interop_threads(),
+            "torch_tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "torch_version": torch.__version__}
