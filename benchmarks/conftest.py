@@ -1,22 +1,10 @@
-"""Benchmark settings, recorded in every result: thread counts and framework versions."""
+"""pytest-benchmark suite options. `--bench-preset tiny --benchmark-disable` is the smoke run
+the default test suite performs (tests/test_bench_smoke.py)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest  # noqa: E402
 
-
-@pytest.fixture(scope="session")
-def environment_info():
-    import jax
-    import keras
-    import tensorflow as tf
-    import torch
-
-    return {
-        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "tensorflow": tf.__version__, "keras": keras.__version__,
-        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "jax": jax.__version__, "jax_devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(), "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
-    }
+def pytest_addoption(parser):
+    parser.addoption("--bench-preset", default=None, help="preset of every architecture (default: reference size)")
+    parser.addoption("--bench-batch", type=int, default=32)

@@ -27,7 +27,7 @@ import numpy as np
 from parity.compare import example_batch
 from parity.errors import InputError
 from parity.flops import forward_flops, train_step_flops
-from parity.frameworks import FRAMEWORKS, build, set_deterministic
+from parity.frameworks import build, set_deterministic
 from parity.specs import spec as make_spec
 
 MODES = ("eager", "compiled")
@@ -121,16 +121,20 @@ def _peak(framework: str, device: str, dtype: str, module) -> tuple[float | None
     return None, f"no datasheet peak known for {name!r}"
 
 
-def bench(name: str, framework: str, *, mode: str = "eager", task: str = "inference", batch: int = 32,
-          dtype: str = "float32", device: str = "cpu", rounds: int = 20, warmup: int = 2,
-          preset: str | None = None, seed: int = 0) -> BenchResult:
-    """Time one step of `name` in `framework`; see the module docstring for what is timed."""
+def _check_choices(mode, task, device, dtype):
     for value, allowed, what in ((mode, MODES, "mode"), (task, TASKS, "task"), (device, ("cpu", "gpu"), "device"),
                                  (dtype, ("float32",), "dtype")):
         if value not in allowed:
             raise InputError(f"bench {what}: expected one of {list(allowed)}, got {value!r}")
-    if rounds < 1 or batch < 1:
-        raise InputError(f"bench: rounds and batch must be positive, got rounds={rounds}, batch={batch}")
+
+
+def prepare_step(name: str, framework: str, *, mode: str = "eager", task: str = "inference", batch: int = 32,
+                 dtype: str = "float32", device: str = "cpu", preset: str | None = None, seed: int = 0):
+    """(step, args, flops per step, spec, framework bench module): the callable `step(*args)` is
+    exactly what `bench` times; the pytest-benchmark suite times it too."""
+    _check_choices(mode, task, device, dtype)
+    if batch < 1:
+        raise InputError(f"bench: batch must be positive, got {batch}")
     spec = make_spec(name, preset)
     if task == "train" and getattr(spec, "batch_norm", False) and batch < 2:
         raise InputError(f"bench: training with batch norm needs batch >= 2, got {batch}")
@@ -140,10 +144,19 @@ def bench(name: str, framework: str, *, mode: str = "eager", task: str = "infere
     inputs, targets = example_batch(spec, batch, seed, dtype)
     x, y = module.to_device(model, [inputs, targets], device)
     if task == "inference":
-        step, args, flops = module.inference_step(model, mode == "compiled"), (x,), forward_flops(spec, batch)
-    else:
-        step, args = module.train_step(model, mode == "compiled", LEARNING_RATE), (x, y)
-        flops = train_step_flops(spec, batch)
+        return module.inference_step(model, mode == "compiled"), (x,), forward_flops(spec, batch), spec, module
+    step = module.train_step(model, mode == "compiled", LEARNING_RATE)
+    return step, (x, y), train_step_flops(spec, batch), spec, module
+
+
+def bench(name: str, framework: str, *, mode: str = "eager", task: str = "inference", batch: int = 32,
+          dtype: str = "float32", device: str = "cpu", rounds: int = 20, warmup: int = 2,
+          preset: str | None = None, seed: int = 0) -> BenchResult:
+    """Time one step of `name` in `framework`; see the module docstring for what is timed."""
+    if rounds < 1:
+        raise InputError(f"bench: rounds must be positive, got {rounds}")
+    step, args, flops, spec, module = prepare_step(name, framework, mode=mode, task=task, batch=batch,
+                                                   dtype=dtype, device=device, preset=preset, seed=seed)
     start = time.perf_counter()
     step(*args)
     first_call = time.perf_counter() - start
@@ -192,4 +205,3 @@ def load_results(root="benchmarks/results") -> list[dict]:
     return list(latest.values())
 
 
-__all__ = ["BenchResult", "FRAMEWORKS", "MODES", "TASKS", "bench", "device_label", "load_results", "save_results"]

@@ -3,6 +3,7 @@
 Inputs and outputs are numpy in the canonical layout; torch's layout *is* canonical, so nothing
 is converted here. Callers go through `parity.build/forward/...`, which validate first.
 """
+import os
 from functools import partial
 
 import numpy as np
@@ -23,8 +24,13 @@ def set_deterministic():
     torch.set_float32_matmul_precision("highest")
 
 
+def _device():
+    # CPU unless PARITY_TORCH_DEVICE says otherwise (the GPU script sets "cuda").
+    return torch.device(os.environ.get("PARITY_TORCH_DEVICE", "cpu"))
+
+
 def build(spec, dtype="float32"):
-    return MODELS[spec.architecture](spec, _DTYPES[dtype]).eval()
+    return MODELS[spec.architecture](spec, _DTYPES[dtype]).to(_device()).eval()
 
 
 def dtype_of(model) -> str:
@@ -57,7 +63,7 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
              for name, module in model.named_modules() if name] if trace else []
     try:
         with torch.no_grad():
-            outputs = model(torch.from_numpy(inputs))
+            outputs = model(torch.from_numpy(inputs).to(_device()))
     finally:
         for hook in hooks:
             hook.remove()
@@ -78,13 +84,13 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     model.train(train)
     model.zero_grad(set_to_none=True)
     try:
-        logits = model(torch.from_numpy(inputs))["logits"]
-        loss = loss_function(model.spec.loss, dtype_of(model))(logits, torch.from_numpy(targets))
+        logits = model(torch.from_numpy(inputs).to(_device()))["logits"]
+        loss = loss_function(model.spec.loss, dtype_of(model))(logits, torch.from_numpy(targets).to(_device()))
         loss.backward()
     finally:
         model.eval()
     params = dict(model.named_parameters())
     # A parameter the graph never touched has no .grad: report zeros so the parity check sees it.
     return loss.item(), {name: (params[name].grad if params[name].grad is not None
-                                else torch.zeros_like(params[name])).detach().numpy().copy()
+                                else torch.zeros_like(params[name])).detach().cpu().numpy().copy()
                          for name, param in layout(model.spec).items() if param.trainable}

@@ -1,0 +1,53 @@
+"""Smoke runs of the benchmark harness, so it cannot rot. Not timings: nothing here asserts speed."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from parity.bench import bench, load_results, save_results
+from parity.errors import InputError
+from parity.report import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_suite_runs_one_round_on_a_tiny_preset():
+    result = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                             "-k", "perceptron", "--bench-preset", "tiny", "--bench-batch", "4",
+                             "--benchmark-disable"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "12 passed" in result.stdout  # 3 frameworks x eager/compiled x inference/train
+
+
+def test_results_round_trip_into_the_report(tmp_path):
+    results = [bench("lenet5", fw, mode="eager", task=task, batch=4, rounds=2, preset="tiny")
+               for fw in ("torch", "keras", "jax") for task in ("inference", "train")]
+    for r in results:
+        assert len(r.times_s) == 2 and r.median_s > 0 and r.samples_per_s > 0 and r.flops_per_step > 0
+        assert r.peak_gflops > 0 and r.settings["cpu_count"] >= 1 and r.device.startswith("cpu-")
+    path = save_results(results, tmp_path / "results")
+    assert json.loads(path.read_text())[0]["framework"] == "torch"
+    rows = load_results(tmp_path / "results")
+    assert len(rows) == 6
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\n<!-- bench-report:start -->\n<!-- bench-report:end -->\nafter\n")
+    render(rows, page, tmp_path / "figures")
+    text = page.read_text()
+    assert "| lenet5 (tiny) | 4 | inference | eager |" in text and text.endswith("after\n")
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir())[0].startswith("throughput-inference")
+
+
+def test_bad_bench_arguments_are_clear_errors():
+    with pytest.raises(InputError, match=r"bench mode: expected one of \['eager', 'compiled'\], got 'jit'"):
+        bench("mlp", "torch", mode="jit")
+    with pytest.raises(InputError, match=r"bench dtype: expected one of \['float32'\], got 'bf16'"):
+        bench("mlp", "torch", dtype="bf16")
+
+
+def test_gpu_script_dry_run():
+    result = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "parity.cli check" in result.stdout and "parity.cli bench" in result.stdout and "--device gpu" in result.stdout
