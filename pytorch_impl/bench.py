@@ -27,6 +27,13 @@ def _synchronize(tensor):
 
 def inference_step(model, compiled: bool):
     model.eval()
+    if compiled:
+        # Inductor's `freezing` (weights as constants, prepacked for oneDNN) is the recommended
+        # CPU inference setting; without it LeNet-5's fused tanh+avg_pool loop made compiled
+        # 2.2x slower than eager (docs/benchmarks.md has the profile). It is read from the
+        # global config (torch.compile(options=...) did not apply it) and only affects
+        # graphs compiled under no_grad/inference_mode, so training steps are untouched.
+        torch._inductor.config.freezing = True
     forward = torch.compile(model) if compiled else model
 
     def step(x):
