@@ -8,13 +8,16 @@ from parity.runtime import run_exported
 from parity.errors import CheckpointError, FrameworkError, InputError, ParityError, SpecError, StateError
 from parity.frameworks import (FRAMEWORKS, build, export_state, forward, load_state as load_model_state,
                                loss_and_grads, set_deterministic)
+from parity.optimizers import OptimizerSpec, learning_rate, optimizer, reference_step
 from parity.params import Param
 from parity.specs import Spec, architectures, presets, spec
 from parity.state import check_state, init_state, layout, load_state, read_spec, save_state
+from parity.training import reference_trajectory, train_trajectory
 
 __all__ = [
     "FRAMEWORKS", "Check", "CheckpointError", "ExportError", "export", "run_exported", "FrameworkError", "InputError", "Param", "ParityError",
     "Report", "Spec", "SpecError", "StateError", "architectures", "build", "check_state", "compare",
     "example_batch", "export_state", "forward", "init_state", "layout", "load_model_state", "load_state",
     "loss_and_grads", "presets", "read_spec", "save_state", "set_deterministic", "spec",
+    "OptimizerSpec", "learning_rate", "optimizer", "reference_step", "reference_trajectory", "train_trajectory",
 ]

@@ -1,0 +1,98 @@
+"""optax transformations configured to match torch.optim, from a `parity.optimizers.OptimizerSpec`,
+driven by `nnx.Optimizer(model, tx, wrt=nnx.Param)`.
+
+optax's aliases match torch except in three places, each measured in tests/test_optimizers.py:
+torch's coupled weight_decay is `optax.add_decayed_weights` chained *before* the rule; RMSprop
+is chained from optax's own parts so momentum accumulates before lr (as torch) with
+`eps_in_sqrt=False`; Adagrad, whose optax form puts eps inside the root, is one small
+transformation (`_scale_by_root_sum_of_squares`). Schedules get float step counts (`_schedule`).
+"""
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from parity import layouts
+from parity.state import layout
+# Package-internal helpers of the adapter: canonical names of nnx paths, float64 scope.
+from jax_impl.api import FRAMEWORK, _canonical_name, _precision, dtype_of
+
+
+def _schedule(opt_spec):
+    """The optax schedule equal to `parity.optimizers.learning_rate` (a float: constant). Step
+    counts are given as floats: optax divides its int32 step counter by them, and int32 / int is
+    float32 even under jax.enable_x64 (a float64 model would get a float32-rounded lr)."""
+    lr = opt_spec.lr
+    if opt_spec.schedule == "step":
+        return optax.exponential_decay(lr, transition_steps=float(opt_spec.step_size), decay_rate=opt_spec.gamma,
+                                       staircase=True)
+    if opt_spec.schedule == "cosine":
+        return optax.cosine_decay_schedule(lr, decay_steps=float(opt_spec.total_steps), alpha=0.0)
+    if opt_spec.schedule == "linear_warmup":
+        # From lr / w up to lr: lr / w at step 0, lr at step w - 1, then constant.
+        warmup = opt_spec.warmup_steps
+        return optax.linear_schedule(lr / warmup, lr, transition_steps=float(max(warmup - 1, 1)))
+    return lr
+
+
+def _scale_by_root_sum_of_squares(initial_accumulator_value, eps):
+    """optax.scale_by_rss (Adagrad) multiplies by rsqrt(sum + eps); torch divides by sqrt(sum) + eps.
+    The same transformation and state with eps outside the root."""
+
+    def init(params):
+        return optax.ScaleByRssState(sum_of_squares=optax.tree.full_like(params, initial_accumulator_value))
+
+    def update(updates, state, params=None):
+        sums = jax.tree.map(lambda g, total: total + g * g, updates, state.sum_of_squares)
+        updates = jax.tree.map(lambda g, total: g / (jnp.sqrt(total) + eps), updates, sums)
+        return updates, optax.ScaleByRssState(sum_of_squares=sums)
+
+    return optax.GradientTransformation(init, update)
+
+
+def _transformation(opt_spec):
+    """The optax GradientTransformation of torch.optim's rule."""
+    s, lr = opt_spec, _schedule(opt_spec)
+    if s.name == "adamw":  # optax.adamw's weight decay is decoupled and scaled by lr, as torch's
+        return optax.adamw(lr, b1=s.betas[0], b2=s.betas[1], eps=s.eps, weight_decay=s.weight_decay)
+    if s.name == "sgd":
+        rule = optax.sgd(lr, momentum=s.momentum or None, nesterov=s.nesterov)
+    elif s.name == "adam":
+        rule = optax.adam(lr, b1=s.betas[0], b2=s.betas[1], eps=s.eps)
+    elif s.name == "adagrad":
+        rule = optax.chain(_scale_by_root_sum_of_squares(s.initial_accumulator_value, s.eps),
+                           optax.scale_by_learning_rate(lr))
+    else:
+        # optax.rmsprop scales by lr *before* its momentum trace (the buffer holds lr * g / rms);
+        # torch's buffer holds g / rms. Equal only for a constant lr, so chain the parts in torch's order.
+        scale = optax.scale_by_stddev if s.centered else optax.scale_by_rms
+        rule = optax.chain(scale(decay=s.alpha, eps=s.eps, eps_in_sqrt=False),
+                           optax.trace(decay=s.momentum) if s.momentum else optax.identity(),
+                           optax.scale_by_learning_rate(lr))
+    # torch's weight_decay on these is L2 on the gradient: g + wd * p, before the rule.
+    return optax.chain(optax.add_decayed_weights(s.weight_decay), rule) if s.weight_decay else rule
+
+
+def build_optimizer(model, opt_spec):
+    """An nnx.Optimizer over the model's Params with the optax transformation matching torch.optim."""
+    with _precision(dtype_of(model)):
+        return nnx.Optimizer(model, _transformation(opt_spec), wrt=nnx.Param)
+
+
+def apply_gradients(model, optimizer, grads):
+    """One optimizer step from canonical gradients (numpy, named like the state)."""
+    entries = layout(model.spec)
+    with _precision(dtype_of(model)):
+        native = []
+        for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+            name = _canonical_name(path)
+            grad = layouts.to_native(FRAMEWORK, entries[name].kind, grads[name], entries[name].meta)
+            native.append((path, param.replace(jnp.asarray(grad))))
+        optimizer.update(model, nnx.from_flat_state(native))
+
+
+def learning_rates(opt_spec, steps):
+    """The native schedule's learning rate for updates 0 .. steps - 1."""
+    schedule = _schedule(opt_spec)
+    with jax.enable_x64(True):  # the step counter optax passes is int32
+        return [float(schedule(jnp.int32(step))) if callable(schedule) else schedule for step in range(steps)]

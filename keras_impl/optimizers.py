@@ -1,0 +1,186 @@
+"""keras.optimizers configured to match torch.optim, from a `parity.optimizers.OptimizerSpec`.
+
+Keras' defaults and four of its rules differ from torch's; each difference is measured in
+tests/test_optimizers.py and handled by the smallest subclass that restores torch's rule:
+
+- weight_decay: Keras' is always decoupled (AdamW's rule); torch's SGD/Adam/Adagrad/RMSprop
+  decay is L2 on the gradient -> `_CoupledWeightDecay` adds wd * p to the gradient;
+- Adam's epsilon is added before bias correction -> `_BiasCorrectedEpsilon` rescales it per step;
+- SGD's velocity has lr folded in -> `_SGD` rescales it when a schedule changes lr;
+- Adagrad and RMSprop put epsilon inside the square root (and RMSprop folds lr into its
+  momentum) -> `_Adagrad` and `_RMSprop` state torch's update on Keras' own slot variables.
+
+Keras also rounds Python-float hyper-parameters and a float learning rate to float32, which a
+float64 model must not see (`_hyper`, `_floatx`).
+"""
+import contextlib
+import functools
+
+import keras_impl  # noqa: F401  (selects the backend before keras is imported)
+
+import keras
+import numpy as np
+from keras import ops
+
+from parity import layouts
+from parity.state import layout, match_native_names
+# The adapter's package-internal map of canonical names to Keras variables.
+from keras_impl.api import FRAMEWORK, _named_variables, dtype_of
+
+
+class _CoupledWeightDecay:
+    """torch's weight_decay (SGD, Adam, Adagrad, RMSprop) is L2 folded into the gradient,
+    g + wd * p, before anything else; Keras' `weight_decay` is always decoupled (p -= lr * wd * p,
+    AdamW's rule), so Keras' stays None and the gradient gets the term here."""
+
+    def __init__(self, *, coupled_weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.coupled_weight_decay = coupled_weight_decay
+
+    def apply(self, grads, trainable_variables=None):
+        if self.coupled_weight_decay:
+            grads = [g + ops.cast(self.coupled_weight_decay, v.dtype) * v for g, v in zip(grads, trainable_variables)]
+        return super().apply(grads, trainable_variables)
+
+
+class _BiasCorrectedEpsilon:
+    """torch adds eps to the bias-corrected sqrt(v / (1 - beta_2^t)); Keras adds its epsilon to
+    the raw sqrt(v) (Kingma & Ba's "epsilon hat"). They agree when Keras' epsilon is
+    eps * sqrt(1 - beta_2^t), which changes every step, so it is set before each update."""
+
+    def __init__(self, *, epsilon, **kwargs):
+        super().__init__(epsilon=epsilon, **kwargs)
+        self.torch_epsilon = epsilon
+
+    def update_step(self, gradient, variable, learning_rate):
+        t = ops.cast(self.iterations + 1, variable.dtype)
+        self.epsilon = self.torch_epsilon * ops.sqrt(1 - ops.power(ops.cast(self.beta_2, variable.dtype), t))
+        super().update_step(gradient, variable, learning_rate)
+
+
+class _SGD(_CoupledWeightDecay, keras.optimizers.SGD):
+    """Keras keeps v = momentum * v - lr * g and adds it (p += v); torch keeps b = momentum * b + g
+    and subtracts lr * b. So v = -lr * b, which survives a change of lr only if v is rescaled by
+    lr_t / lr_(t-1) first (the native step alone mixes old and new learning rates)."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        # Keras keeps the schedule private; its value one step back is the previous lr.
+        schedule = self._learning_rate
+        if self.momentum and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            previous = schedule(ops.maximum(self.iterations - 1, 0))
+            velocity = self.momentums[self._get_variable_index(variable)]
+            self.assign(velocity, velocity * ops.cast(learning_rate / previous, variable.dtype))
+        super().update_step(gradient, variable, learning_rate)
+
+
+class _Adam(_CoupledWeightDecay, _BiasCorrectedEpsilon, keras.optimizers.Adam):
+    pass
+
+
+class _AdamW(_BiasCorrectedEpsilon, keras.optimizers.AdamW):
+    pass
+
+
+class _Adagrad(_CoupledWeightDecay, keras.optimizers.Adagrad):
+    """Keras divides by sqrt(sum + epsilon), torch by sqrt(sum) + eps: torch's line below."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        total = self._accumulators[self._get_variable_index(variable)]
+        self.assign_add(total, ops.square(gradient))
+        self.assign_sub(variable, lr * gradient / (ops.sqrt(total) + self.epsilon))
+
+
+class _RMSprop(_CoupledWeightDecay, keras.optimizers.RMSprop):
+    """Keras divides by sqrt(v + epsilon), torch by sqrt(v) + eps; and Keras' momentum buffer
+    accumulates lr * g / rms where torch's accumulates g / rms and multiplies by lr afterwards
+    (equal only while lr is constant). torch's update, on Keras' own slot variables."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        gradient = ops.cast(gradient, variable.dtype)
+        index = self._get_variable_index(variable)
+        square_avg = self._velocities[index]
+        self.assign(square_avg, self.rho * square_avg + (1 - self.rho) * ops.square(gradient))
+        variance = square_avg
+        if self.centered:
+            grad_avg = self._average_gradients[index]
+            self.assign(grad_avg, self.rho * grad_avg + (1 - self.rho) * gradient)
+            variance = square_avg - ops.square(grad_avg)
+        step = gradient / (ops.sqrt(variance) + self.epsilon)
+        if self.momentum > 0:
+            buffer = self._momentums[index]
+            self.assign(buffer, self.momentum * buffer + step)
+            step = buffer
+        self.assign_sub(variable, lr * step)
+
+
+def _hyper(value, dtype):
+    """A hyper-parameter for Keras. Keras casts a Python float through a float32 tensor
+    (ops.cast(0.9, "float64") is 0.8999999761581421), so a float64 model gets numpy float64
+    scalars, which keep their bits; a float32 model keeps Python floats (a numpy float64 would
+    promote its arithmetic to float64)."""
+    return np.float64(value) if dtype == "float64" else float(value)
+
+
+def _learning_rate(opt_spec, dtype):
+    """The Keras schedule equal to `parity.optimizers.learning_rate`. Schedules compute in the
+    dtype of their initial value, so it is given in the model's dtype (a float is float32)."""
+    lr = np.dtype(dtype).type(opt_spec.lr)
+    schedules = keras.optimizers.schedules
+    if opt_spec.schedule == "step":
+        return schedules.ExponentialDecay(lr, decay_steps=opt_spec.step_size, decay_rate=opt_spec.gamma,
+                                          staircase=True)
+    if opt_spec.schedule == "cosine":
+        return schedules.CosineDecay(lr, decay_steps=opt_spec.total_steps, alpha=0.0)
+    if opt_spec.schedule == "linear_warmup":
+        # A power-1 "decay" from lr / w up to lr is the linear warmup: lr / w at step 0, lr at w - 1.
+        warmup = opt_spec.warmup_steps
+        return schedules.PolynomialDecay(lr / warmup, decay_steps=max(warmup - 1, 1), end_learning_rate=lr,
+                                         power=1.0)
+    return float(lr)
+
+
+@contextlib.contextmanager
+def _floatx(dtype):
+    """A constant learning rate becomes a Variable of dtype `floatx()`: float32 unless set."""
+    previous = keras.config.floatx()
+    keras.config.set_floatx(dtype)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous)
+
+
+def build_optimizer(model, opt_spec):
+    """The keras.optimizers optimizer (subclassed where Keras' rule differs) matching torch.optim."""
+    s, dtype = opt_spec, dtype_of(model)
+    h = functools.partial(_hyper, dtype=dtype)
+    # Keras' own weight_decay is decoupled: AdamW's; torch's other optimizers couple theirs.
+    decay = "weight_decay" if s.name == "adamw" else "coupled_weight_decay"
+    common = {"learning_rate": _learning_rate(s, dtype), decay: h(s.weight_decay)}
+    with _floatx(dtype):
+        if s.name == "sgd":
+            return _SGD(momentum=h(s.momentum), nesterov=s.nesterov, **common)
+        if s.name in ("adam", "adamw"):
+            adam = _Adam if s.name == "adam" else _AdamW
+            return adam(beta_1=h(s.betas[0]), beta_2=h(s.betas[1]), epsilon=h(s.eps), **common)
+        if s.name == "adagrad":
+            return _Adagrad(initial_accumulator_value=h(s.initial_accumulator_value), epsilon=h(s.eps), **common)
+        return _RMSprop(rho=h(s.alpha), momentum=h(s.momentum), epsilon=h(s.eps), centered=s.centered, **common)
+
+
+def apply_gradients(model, optimizer, grads):
+    """One optimizer step from canonical gradients (numpy, named like the state)."""
+    entries = layout(model.spec)
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
+    optimizer.apply_gradients([
+        (ops.convert_to_tensor(layouts.to_native(FRAMEWORK, p.kind, grads[name], p.meta)), native[name])
+        for name, p in entries.items() if p.trainable])
+
+
+def learning_rates(opt_spec, steps):
+    """The native schedule's learning rate for updates 0 .. steps - 1."""
+    schedule = _learning_rate(opt_spec, "float64")
+    return [float(schedule(step)) if callable(schedule) else schedule for step in range(steps)]

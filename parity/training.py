@@ -1,0 +1,87 @@
+"""Training trajectories: N optimizer steps in one framework, the canonical state after each.
+
+`train_trajectory` runs a framework's *native* optimizer (`<impl>/optimizers.py`, imported by
+framework name the first time it is used) on the spec's loss in training mode;
+`reference_trajectory` runs the numpy textbook rule (`parity.optimizers.reference_step`) on
+gradients from the torch adapter. Equal trajectories mean equal optimizers, step by step.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from parity.errors import InputError
+from parity.frameworks import adapter, build, export_state, load_state, loss_and_grads
+from parity.optimizers import OptimizerSpec, reference_step
+from parity.specs import Spec
+from parity.state import layout
+
+
+def _optimizers(framework: str):
+    """`pytorch_impl.optimizers`, `keras_impl.optimizers` or `jax_impl.optimizers`."""
+    return importlib.import_module(f"{adapter(framework).__package__}.optimizers")
+
+
+def _as_dtype(state: dict, batches: list, dtype: str | None):
+    """The state's float tensors and the batches' float arrays in `dtype` (None: unchanged)."""
+    if dtype is None:
+        return state, batches
+
+    def cast(array):
+        return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
+
+    return {n: cast(a) for n, a in state.items()}, [(cast(x), cast(y)) for x, y in batches]
+
+
+def _check(spec: Spec, optimizer: OptimizerSpec, batches: list) -> None:
+    if not isinstance(optimizer, OptimizerSpec):
+        raise InputError(f"optimizer: expected a parity.optimizers.OptimizerSpec (see parity.optimizers.optimizer), "
+                         f"got {type(optimizer).__name__}")
+    if getattr(spec, "dropout", 0.0) > 0:
+        raise InputError(f"{spec.architecture}.dropout: expected 0 for a trajectory (the frameworks' dropout "
+                         f"masks come from different random streams), got {spec.dropout}")
+    if not batches:
+        raise InputError("batches: expected a non-empty list of (inputs, targets), got none")
+    if optimizer.schedule == "cosine" and len(batches) > optimizer.total_steps:
+        # torch's CosineAnnealingLR rises again after T_max; Keras and optax hold the last value.
+        raise InputError(f"optimizer.total_steps: expected at least the number of steps ({len(batches)}) for "
+                         f"the cosine schedule, got {optimizer.total_steps}")
+
+
+def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
+                     dtype: str | None = None) -> list[dict[str, np.ndarray]]:
+    """Train a native model from `state` with the native optimizer, one step per (inputs, targets)
+    batch, in training mode (batch norm on batch statistics); the canonical state after each step."""
+    batches = list(batches)
+    _check(spec, optimizer, batches)
+    state, batches = _as_dtype(state, batches, dtype)
+    impl = _optimizers(framework)
+    model = build(framework, spec, state)
+    native = impl.build_optimizer(model, optimizer)
+    states = []
+    for inputs, targets in batches:
+        _, grads = loss_and_grads(framework, model, inputs, targets, train=True)
+        impl.apply_gradients(model, native, grads)
+        states.append(export_state(framework, model))
+    return states
+
+
+def reference_trajectory(spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
+                         dtype: str | None = None) -> list[dict[str, np.ndarray]]:
+    """The same trajectory with the numpy reference rule: torch gives each step's gradients and
+    updated batch-norm buffers at the reference's own parameters, numpy does the update."""
+    batches = list(batches)
+    _check(spec, optimizer, batches)
+    state, batches = _as_dtype(state, batches, dtype)
+    trainable = [name for name, param in layout(spec).items() if param.trainable]
+    model = build("torch", spec, state)
+    slots, states = {}, []
+    for step, (inputs, targets) in enumerate(batches):
+        _, grads = loss_and_grads("torch", model, inputs, targets, train=True)
+        buffers = export_state("torch", model)  # the forward pass updated the batch-norm buffers
+        params, slots = reference_step(optimizer, {n: state[n] for n in trainable}, grads, slots, step)
+        state = {name: params.get(name, buffers[name]) for name in buffers}
+        load_state("torch", model, state)
+        states.append(state)
+    return states

@@ -1,0 +1,60 @@
+"""torch.optim optimizers from a `parity.optimizers.OptimizerSpec`.
+
+torch.optim *is* the canonical semantics, so every hyper-parameter passes through unchanged.
+The learning-rate schedule is a torch.optim.lr_scheduler object stepped by a post-step hook,
+so the optimizer carries its schedule the way Keras and optax optimizers do.
+"""
+import numpy as np
+import torch
+
+from parity.state import layout
+
+_OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+               "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop}
+
+
+def _scheduler(optimizer, opt_spec):
+    """The torch.optim.lr_scheduler equal to `parity.optimizers.learning_rate` (None: constant)."""
+    if opt_spec.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=opt_spec.step_size, gamma=opt_spec.gamma)
+    if opt_spec.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opt_spec.total_steps, eta_min=0.0)
+    if opt_spec.schedule == "linear_warmup":
+        # LinearLR interpolates start_factor -> 1 over total_iters steps: lr/w at step 0, lr at w - 1.
+        warmup = opt_spec.warmup_steps
+        return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0,
+                                                 total_iters=max(warmup - 1, 1))
+    return None
+
+
+def _with_schedule(optimizer, opt_spec):
+    scheduler = _scheduler(optimizer, opt_spec)
+    if scheduler is not None:
+        optimizer.register_step_post_hook(lambda *_: scheduler.step())
+    return optimizer
+
+
+def build_optimizer(model, opt_spec):
+    """A torch.optim optimizer over the model's parameters, its schedule attached."""
+    params = [param for param in model.parameters() if param.requires_grad]
+    return _with_schedule(_OPTIMIZERS[opt_spec.name](params, **opt_spec.hyper_parameters()), opt_spec)
+
+
+def apply_gradients(model, optimizer, grads):
+    """One optimizer step from canonical gradients (numpy, named like the state)."""
+    params = dict(model.named_parameters())
+    for name, param in layout(model.spec).items():
+        if param.trainable:
+            params[name].grad = torch.from_numpy(np.array(grads[name])).to(params[name].device)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def learning_rates(opt_spec, steps):
+    """The native schedule's learning rate for updates 0 .. steps - 1."""
+    optimizer = _with_schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=opt_spec.lr), opt_spec)
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()  # no gradients: only the schedule moves
+    return rates
