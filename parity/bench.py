@@ -13,7 +13,6 @@ peak is each framework's measured float32 2048x2048 matmul rate, on a GPU the da
 from __future__ import annotations
 
 import datetime as _datetime
-import importlib
 import json
 import os
 import platform
@@ -27,7 +26,7 @@ import numpy as np
 from parity.compare import example_batch
 from parity.errors import InputError
 from parity.flops import forward_flops, train_step_flops
-from parity.frameworks import build, set_deterministic
+from parity.frameworks import build, impl_module, set_deterministic
 from parity.specs import spec as make_spec
 
 MODES = ("eager", "compiled")
@@ -41,7 +40,6 @@ GPU_PEAK_TFLOPS = {
     "A100-SXM4-80GB": {"float32": 19.5, "bf16": 312.0},
     "A100-SXM4-40GB": {"float32": 19.5, "bf16": 312.0},
 }
-_BENCH_MODULES = {"torch": "pytorch_impl.bench", "keras": "keras_impl.bench", "jax": "jax_impl.bench"}
 _CPU_PEAKS: dict[str, float] = {}
 
 
@@ -104,7 +102,7 @@ def _cpu_name() -> str:
 
 def device_label(device: str, framework: str = "torch") -> str:
     """A filesystem-friendly device name: results go to benchmarks/results/<label>/."""
-    name = _cpu_name() if device == "cpu" else importlib.import_module(_BENCH_MODULES[framework]).device_name(device)
+    name = _cpu_name() if device == "cpu" else impl_module(framework, "bench").device_name(device)
     label = f"cpu-{os.cpu_count()}core-{name}" if device == "cpu" else name
     return "".join(c if c.isalnum() or c in "-." else "-" for c in label).strip("-")
 
@@ -139,7 +137,7 @@ def prepare_step(name: str, framework: str, *, mode: str = "eager", task: str = 
     if task == "train" and getattr(spec, "batch_norm", False) and batch < 2:
         raise InputError(f"bench: training with batch norm needs batch >= 2, got {batch}")
     set_deterministic([framework])
-    module = importlib.import_module(_BENCH_MODULES[framework])
+    module = impl_module(framework, "bench")
     model = build(framework, spec, dtype=dtype, seed=seed)
     inputs, targets = example_batch(spec, batch, seed, dtype)
     x, y = module.to_device(model, [inputs, targets], device)

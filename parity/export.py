@@ -12,7 +12,6 @@ framework's native deployment format. Writes are atomic; an existing target need
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from parity.errors import ParityError
-from parity.frameworks import FRAMEWORKS, adapter, build
+from parity.frameworks import FRAMEWORKS, adapter, build, impl_module
 from parity.specs import Spec
 
 OPSET = 18  # the newest opset all three exporters (torch dynamo, tf2onnx 1.17, jax2onnx) emit
@@ -35,7 +34,6 @@ FORMATS = {
 }
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "savedmodel": "", "tflite": ".tflite",
             "jax-export": ".jaxexport"}
-_EXPORTERS = {"torch": "pytorch_impl.export", "keras": "keras_impl.export", "jax": "jax_impl.export"}
 
 
 class ExportError(ParityError, ValueError):
@@ -124,7 +122,7 @@ def export(framework: str, model_or_spec, path, format: str = "onnx", state: dic
     if target.exists() and not force:
         raise ExportError(f"export: {str(target)!r} exists; pass force=True (--force) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    exporter = importlib.import_module(_EXPORTERS[framework])
+    exporter = impl_module(framework, "export")
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
         staged = staging / (target.name or "artifact")

@@ -16,14 +16,20 @@ from parity.specs import Spec
 from parity.state import check_state, init_state, state_dtype
 
 FRAMEWORKS = ("torch", "keras", "jax")
-_ADAPTERS = {"torch": "pytorch_impl.api", "keras": "keras_impl.api", "jax": "jax_impl.api"}
+_PACKAGES = {"torch": "pytorch_impl", "keras": "keras_impl", "jax": "jax_impl"}
+
+
+def impl_module(framework: str, name: str):
+    """A mirrored module of a framework's implementation package, e.g. ("jax", "export") ->
+    jax_impl.export, imported on first use."""
+    if framework not in _PACKAGES:
+        raise FrameworkError(f"unknown framework {framework!r}; expected one of {list(FRAMEWORKS)}")
+    return importlib.import_module(f"{_PACKAGES[framework]}.{name}")
 
 
 def adapter(framework: str):
-    """The adapter module of a framework name."""
-    if framework not in _ADAPTERS:
-        raise FrameworkError(f"unknown framework {framework!r}; expected one of {list(FRAMEWORKS)}")
-    return importlib.import_module(_ADAPTERS[framework])
+    """The adapter module (`<impl>.api`) of a framework name."""
+    return impl_module(framework, "api")
 
 
 def set_deterministic(frameworks=FRAMEWORKS) -> None:

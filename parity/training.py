@@ -7,12 +7,10 @@ gradients from the torch adapter. Equal trajectories mean equal optimizers, step
 """
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 from parity.errors import InputError
-from parity.frameworks import adapter, build, export_state, load_state, loss_and_grads
+from parity.frameworks import build, export_state, impl_module, load_state, loss_and_grads
 from parity.optimizers import OptimizerSpec, reference_step
 from parity.specs import Spec
 from parity.state import layout
@@ -20,7 +18,7 @@ from parity.state import layout
 
 def _optimizers(framework: str):
     """`pytorch_impl.optimizers`, `keras_impl.optimizers` or `jax_impl.optimizers`."""
-    return importlib.import_module(f"{adapter(framework).__package__}.optimizers")
+    return impl_module(framework, "optimizers")
 
 
 def _as_dtype(state: dict, batches: list, dtype: str | None):

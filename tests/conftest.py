@@ -19,6 +19,3 @@ def _seeded():
     np.random.seed(0)
     yield
 
-
-def batch_for(spec, batch_size=8, dtype="float32", seed=0):
-    return parity.example_batch(spec, batch_size, seed, dtype)
