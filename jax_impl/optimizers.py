@@ -9,10 +9,12 @@ transformation (`_scale_by_root_sum_of_squares`). Schedules get float step count
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from parity import layouts
+from parity.optimizers import state_layout
 from parity.state import layout
 # Package-internal helpers of the adapter: canonical names of nnx paths, float64 scope.
 from jax_impl.api import FRAMEWORK, _canonical_name, _precision, dtype_of
@@ -96,3 +98,47 @@ def learning_rates(opt_spec, steps):
     schedule = _schedule(opt_spec)
     with jax.enable_x64(True):  # the step counter optax passes is int32
         return [float(schedule(jnp.int32(step))) if callable(schedule) else schedule for step in range(steps)]
+
+
+# optax state fields -> torch.optim's slot names (optax.trace holds torch's momentum buffer,
+# scale_by_adam's mu/nu are exp_avg/exp_avg_sq and its count is the number of updates).
+_OPTAX_SLOTS = {"trace": "momentum_buffer", "mu": "exp_avg", "nu": "exp_avg_sq"}
+
+
+def _named_optimizer_state(model, optimizer):
+    """Canonical name -> the optimizer's nnx variable holding it (plus "optimizer.step")."""
+    params = {tuple(path): _canonical_name(path) for path, node in nnx.iter_graph(model)
+              if isinstance(node, nnx.Param)}
+    named = {}
+    for path, node in nnx.iter_graph(optimizer.opt_state):
+        if not isinstance(node, nnx.Variable):
+            continue
+        if path[-1] == "count":
+            named["optimizer.step"] = node
+        for i, key in enumerate(path):
+            if key in _OPTAX_SLOTS and tuple(path[i + 1:]) in params:
+                named[f"optimizer.{params[tuple(path[i + 1:])]}.{_OPTAX_SLOTS[key]}"] = node
+    return named
+
+
+def export_optimizer_state(model, optimizer, opt_spec):
+    """optax's state (through nnx.Optimizer) as canonical numpy."""
+    named = _named_optimizer_state(model, optimizer)
+    state = {}
+    for full_name, entry in state_layout(opt_spec, model.spec).items():
+        value = np.asarray(named[full_name][...])
+        state[full_name] = (np.array(int(value), np.int64) if entry.kind == "counter"
+                            else layouts.from_native(FRAMEWORK, entry.kind, value, entry.meta))
+    return state
+
+
+def load_optimizer_state(model, optimizer, opt_spec, state):
+    """Set optax's state (through nnx.Optimizer) from canonical numpy (validated by the caller)."""
+    named = _named_optimizer_state(model, optimizer)
+    with _precision(dtype_of(model)):
+        for full_name, entry in state_layout(opt_spec, model.spec).items():
+            variable = named[full_name]
+            value = state[full_name] if entry.kind == "counter" else layouts.to_native(
+                FRAMEWORK, entry.kind, state[full_name], entry.meta)
+            variable[...] = jnp.asarray(value, dtype=variable[...].dtype)
+        optimizer.step[...] = jnp.asarray(int(state.get("optimizer.step", 0)), optimizer.step[...].dtype)

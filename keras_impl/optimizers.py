@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from parity import layouts
+from parity.optimizers import split_state_name, state_layout
 from parity.state import layout, match_native_names
 # The adapter's package-internal map of canonical names to Keras variables.
 from keras_impl.api import FRAMEWORK, _named_variables, dtype_of
@@ -184,3 +185,45 @@ def learning_rates(opt_spec, steps):
     """The native schedule's learning rate for updates 0 .. steps - 1."""
     schedule = _learning_rate(opt_spec, "float64")
     return [float(schedule(step)) if callable(schedule) else schedule for step in range(steps)]
+
+
+def _slot_variable(optimizer, opt_spec, slot, variable):
+    index = optimizer._get_variable_index(variable)
+    if slot == "momentum_buffer":
+        return optimizer.momentums[index]
+    return (optimizer._momentums if slot == "exp_avg" else optimizer._velocities)[index]
+
+
+def export_optimizer_state(model, optimizer, opt_spec):
+    """Keras' slot variables as canonical numpy. SGD's velocity is v = -lr * b (torch's b):
+    dividing by -lr costs at most an ulp, so SGD-momentum state round-trips to rounding, not bits."""
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    state = {}
+    for full_name, entry in state_layout(opt_spec, model.spec).items():
+        if full_name == "optimizer.step":
+            state[full_name] = np.array(int(optimizer.iterations.numpy()), np.int64)
+            continue
+        name, slot = split_state_name(full_name)
+        value = np.asarray(_slot_variable(optimizer, opt_spec, slot, native[name]).numpy())
+        if slot == "momentum_buffer":
+            value = value / -np.asarray(opt_spec.lr, value.dtype)
+        state[full_name] = layouts.from_native(FRAMEWORK, entry.kind, value, entry.meta)
+    return state
+
+
+def load_optimizer_state(model, optimizer, opt_spec, state):
+    """Set Keras' slot variables and iteration count from canonical numpy (validated by the caller)."""
+    native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    for full_name, entry in state_layout(opt_spec, model.spec).items():
+        if full_name == "optimizer.step":
+            optimizer.iterations.assign(int(state[full_name]))
+            continue
+        name, slot = split_state_name(full_name)
+        value = layouts.to_native(FRAMEWORK, entry.kind, state[full_name], entry.meta)
+        if slot == "momentum_buffer":
+            value = value * -np.asarray(opt_spec.lr, value.dtype)
+        _slot_variable(optimizer, opt_spec, slot, native[name]).assign(value)

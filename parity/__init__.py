@@ -12,7 +12,7 @@ from parity.optimizers import OptimizerSpec, learning_rate, optimizer, reference
 from parity.params import Param
 from parity.specs import Spec, architectures, presets, spec
 from parity.state import check_state, init_state, layout, load_state, read_spec, save_state
-from parity.training import reference_trajectory, train_trajectory
+from parity.training import load_checkpoint, reference_trajectory, save_checkpoint, train_steps, train_trajectory
 
 __all__ = [
     "FRAMEWORKS", "Check", "CheckpointError", "ExportError", "export", "run_exported", "FrameworkError", "InputError", "Param", "ParityError",
@@ -20,4 +20,5 @@ __all__ = [
     "example_batch", "export_state", "forward", "init_state", "layout", "load_model_state", "load_state",
     "loss_and_grads", "presets", "read_spec", "save_state", "set_deterministic", "spec",
     "OptimizerSpec", "learning_rate", "optimizer", "reference_step", "reference_trajectory", "train_trajectory",
+    "train_steps", "save_checkpoint", "load_checkpoint",
 ]

@@ -232,3 +232,37 @@ def _rmsprop(spec, p, g, s, lr, t):
 
 
 _RULES = {"sgd": _sgd, "adam": _adam, "adamw": _adam, "adagrad": _adagrad, "rmsprop": _rmsprop}
+
+
+# --- optimizer state in canonical form (checkpoints that cross frameworks) -------------------
+# torch.optim's per-parameter state names, prefixed "optimizer.<parameter>.", plus Adam's step
+# count; each slot has its parameter's shape and layout kind, so the layout table converts it.
+SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
+
+
+def state_layout(opt_spec: OptimizerSpec, spec) -> dict:
+    """Every canonical optimizer-state tensor for a model spec (see SLOTS): Params like
+    `parity.layout`'s. Covers SGD (with or without momentum), Adam and AdamW at a constant
+    learning rate; other optimizers and schedules are refused with the list of what is covered."""
+    from parity.params import Param
+    from parity.state import layout
+
+    if opt_spec.name not in SLOTS or opt_spec.schedule != "constant":
+        raise SpecError(f"optimizer state checkpoints cover {list(SLOTS)} with a constant learning rate; "
+                        f"got {opt_spec.name!r} with schedule {opt_spec.schedule!r}")
+    slots = SLOTS[opt_spec.name] if opt_spec.name != "sgd" or opt_spec.momentum else ()
+    entries = {}
+    if opt_spec.name in ("adam", "adamw"):  # bias correction needs the number of updates done
+        entries["optimizer.step"] = Param((), "counter", "zeros", dtype="int64", trainable=False)
+    for name, param in layout(spec).items():
+        if param.trainable:
+            for slot in slots:
+                entries[f"optimizer.{name}.{slot}"] = Param(param.shape, param.kind, "zeros", trainable=False,
+                                                            meta=param.meta)
+    return entries
+
+
+def split_state_name(full_name: str) -> tuple[str, str]:
+    """"optimizer.blocks.0.fc.weight.exp_avg" -> ("blocks.0.fc.weight", "exp_avg")."""
+    parameter, slot = full_name.removeprefix("optimizer.").rsplit(".", 1)
+    return parameter, slot

@@ -19,7 +19,7 @@ from parity.params import Param
 from parity.specs import Spec, spec_from_dict
 
 FLOAT_DTYPES = ("float32", "float64")
-_SPEC_KEY = "parity.spec"
+SPEC_KEY = "parity.spec"
 
 
 def layout(spec: Spec) -> dict[str, Param]:
@@ -83,9 +83,13 @@ def check_state(spec: Spec, state) -> dict[str, np.ndarray]:
     Checks: missing names, unexpected names, shapes, dtypes (one float dtype throughout,
     float32 or float64; int64 counters), non-finite values. Returns the state unchanged.
     """
+    return check_entries(layout(spec), state, f"{spec.architecture} state")
+
+
+def check_entries(expected: dict[str, Param], state, what: str) -> dict[str, np.ndarray]:
+    """`check_state` against any layout (model or optimizer state); `what` names it in errors."""
     if not isinstance(state, dict):
-        raise StateError([f"expected a dict of name -> numpy array, got {type(state).__name__}"])
-    expected = layout(spec)
+        raise StateError([f"expected a dict of name -> numpy array, got {type(state).__name__}"], what=what)
     problems = []
     missing = [n for n in expected if n not in state]
     unexpected = [n for n in state if n not in expected]
@@ -114,7 +118,7 @@ def check_state(spec: Spec, state) -> dict[str, np.ndarray]:
             if bad:
                 problems.append(f"{name}: expected finite values, got {bad} NaN/inf of {value.size}")
     if problems:
-        raise StateError(problems, what=f"{spec.architecture} state")
+        raise StateError(problems, what=what)
     return state
 
 
@@ -131,18 +135,20 @@ def match_native_names(framework: str, spec: Spec, native: dict) -> dict:
     return {name: native[name] for name in entries}
 
 
-def save_state(path, state: dict[str, np.ndarray], spec: Spec | None = None) -> Path:
+def save_state(path, state: dict[str, np.ndarray], spec: Spec | None = None, *,
+               metadata: dict[str, str] | None = None) -> Path:
     """Write a safetensors checkpoint atomically (temp file in the same folder, then rename).
 
-    With `spec`, the state is validated first and the spec is stored in the metadata.
+    With `spec`, the state is validated first and the spec is stored in the metadata; `metadata`
+    adds string entries (e.g. the optimizer of a training checkpoint).
     """
     from safetensors.numpy import save
 
     path = Path(path)
-    metadata = {}
+    metadata = dict(metadata or {})
     if spec is not None:
         check_state(spec, state)
-        metadata[_SPEC_KEY] = json.dumps(spec.to_dict())
+        metadata[SPEC_KEY] = json.dumps(spec.to_dict())
     payload = save({k: np.array(v, order="C") for k, v in state.items()}, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -176,17 +182,27 @@ def _read(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return dict(state), header.get("__metadata__") or {}
 
 
+def read_tensors(path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file, unvalidated (for files holding more than one state)."""
+    return _read(path)[0]
+
+
+def read_metadata(path) -> dict[str, str]:
+    """A checkpoint's safetensors metadata (string to string)."""
+    return _read(path)[1]
+
+
 def read_spec(path) -> Spec | None:
     """The spec stored in a checkpoint's metadata, or None when it was saved without one."""
     _, metadata = _read(path)
-    return spec_from_dict(json.loads(metadata[_SPEC_KEY])) if _SPEC_KEY in metadata else None
+    return spec_from_dict(json.loads(metadata[SPEC_KEY])) if SPEC_KEY in metadata else None
 
 
 def load_state(path, spec: Spec | None = None) -> dict[str, np.ndarray]:
     """Read a safetensors checkpoint, validated against `spec` (or the spec stored in it)."""
     state, metadata = _read(path)
-    if spec is None and _SPEC_KEY in metadata:
-        spec = spec_from_dict(json.loads(metadata[_SPEC_KEY]))
+    if spec is None and SPEC_KEY in metadata:
+        spec = spec_from_dict(json.loads(metadata[SPEC_KEY]))
     if spec is not None:
         check_state(spec, state)
         state = {name: state[name] for name in layout(spec)}  # module order, not file order

@@ -7,13 +7,19 @@ gradients from the torch adapter. Equal trajectories mean equal optimizers, step
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 
-from parity.errors import InputError
+from parity.errors import CheckpointError, InputError
 from parity.frameworks import build, export_state, impl_module, load_state, loss_and_grads
-from parity.optimizers import OptimizerSpec, reference_step
+from parity.optimizers import OptimizerSpec, reference_step, state_layout
 from parity.specs import Spec
-from parity.state import layout
+from parity.state import (SPEC_KEY, check_entries, check_state, layout, read_metadata, read_spec, read_tensors,
+                          save_state)
+
+_OPTIMIZER_KEY = "parity.optimizer"
 
 
 def _optimizers(framework: str):
@@ -47,22 +53,73 @@ def _check(spec: Spec, optimizer: OptimizerSpec, batches: list) -> None:
                          f"the cosine schedule, got {optimizer.total_steps}")
 
 
-def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
-                     dtype: str | None = None) -> list[dict[str, np.ndarray]]:
-    """Train a native model from `state` with the native optimizer, one step per (inputs, targets)
-    batch, in training mode (batch norm on batch statistics); the canonical state after each step."""
+def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state):
+    """Yield (model, native optimizer, impl module) after each native training step."""
     batches = list(batches)
     _check(spec, optimizer, batches)
     state, batches = _as_dtype(state, batches, dtype)
     impl = _optimizers(framework)
     model = build(framework, spec, state)
     native = impl.build_optimizer(model, optimizer)
-    states = []
+    if optimizer_state is not None:
+        check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
+        impl.load_optimizer_state(model, native, optimizer, optimizer_state)
     for inputs, targets in batches:
         _, grads = loss_and_grads(framework, model, inputs, targets, train=True)
         impl.apply_gradients(model, native, grads)
-        states.append(export_state(framework, model))
-    return states
+        yield model, native, impl
+
+
+def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
+                     dtype: str | None = None, optimizer_state: dict | None = None) -> list[dict[str, np.ndarray]]:
+    """Train a native model from `state` with the native optimizer, one step per (inputs, targets)
+    batch, in training mode (batch norm on batch statistics); the canonical state after each step.
+    `optimizer_state` (canonical, see `parity.optimizers.state_layout`) resumes an optimizer."""
+    return [export_state(framework, model)
+            for model, _, _ in _run(framework, spec, state, optimizer, batches, dtype, optimizer_state)]
+
+
+def train_steps(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
+                optimizer_state: dict | None = None, dtype: str | None = None) -> tuple[dict, dict]:
+    """Train from a (model state, optimizer state) pair and return the final pair, both canonical:
+    what a checkpoint holds, and what another framework can resume from."""
+    model = native = impl = None
+    for model, native, impl in _run(framework, spec, state, optimizer, batches, dtype, optimizer_state):
+        pass
+    if model is None:
+        raise InputError("batches: expected a non-empty list of (inputs, targets), got none")
+    return export_state(framework, model), impl.export_optimizer_state(model, native, optimizer)
+
+
+def save_checkpoint(path, spec: Spec, optimizer: OptimizerSpec, state: dict, optimizer_state: dict):
+    """One safetensors file with the model and optimizer states, both specs in the metadata,
+    validated first and written atomically."""
+    check_state(spec, state)
+    check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
+    return save_state(path, {**state, **optimizer_state},
+                      metadata={SPEC_KEY: json.dumps(spec.to_dict()),
+                                _OPTIMIZER_KEY: json.dumps(dataclasses.asdict(optimizer))})
+
+
+def load_checkpoint(path, spec: Spec | None = None, optimizer: OptimizerSpec | None = None):
+    """(spec, optimizer, model state, optimizer state) from `save_checkpoint`'s file. Given `spec`
+    or `optimizer`, the checkpoint must have been made for exactly those."""
+    stored_spec = read_spec(path)
+    metadata = read_metadata(path)
+    if stored_spec is None or _OPTIMIZER_KEY not in metadata:
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a training checkpoint (spec and optimizer "
+                              f"in its metadata), got metadata keys {sorted(metadata)}")
+    stored_optimizer = OptimizerSpec(**json.loads(metadata[_OPTIMIZER_KEY]))
+    for given, stored, what in ((spec, stored_spec, "model spec"), (optimizer, stored_optimizer, "optimizer")):
+        if given is not None and given != stored:
+            raise CheckpointError(f"checkpoint {str(path)!r} was made for {what} {stored}, not {given}")
+    tensors = read_tensors(path)
+    model_names = layout(stored_spec)
+    state = check_state(stored_spec, {n: v for n, v in tensors.items() if n in model_names})
+    optimizer_state = check_entries(state_layout(stored_optimizer, stored_spec),
+                                    {n: v for n, v in tensors.items() if n not in model_names},
+                                    f"{stored_optimizer.name} optimizer state")
+    return stored_spec, stored_optimizer, state, optimizer_state
 
 
 def reference_trajectory(spec: Spec, state: dict, optimizer: OptimizerSpec, batches,

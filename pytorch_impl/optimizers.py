@@ -7,6 +7,7 @@ so the optimizer carries its schedule the way Keras and optax optimizers do.
 import numpy as np
 import torch
 
+from parity.optimizers import split_state_name, state_layout
 from parity.state import layout
 
 _OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
@@ -58,3 +59,34 @@ def learning_rates(opt_spec, steps):
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()  # no gradients: only the schedule moves
     return rates
+
+
+def export_optimizer_state(model, optimizer, opt_spec):
+    """torch.optim's per-parameter state as canonical numpy (zeros before the first step)."""
+    params = dict(model.named_parameters())
+    entries = state_layout(opt_spec, model.spec)
+    state = {}
+    for full_name, entry in entries.items():
+        if full_name == "optimizer.step":
+            first = optimizer.state.get(next(iter(params.values())), {})
+            state[full_name] = np.array(int(first["step"]) if "step" in first else 0, np.int64)
+            continue
+        name, slot = split_state_name(full_name)
+        value = optimizer.state.get(params[name], {}).get(slot)
+        state[full_name] = (np.zeros(entry.shape, str(params[name].dtype).removeprefix("torch."))
+                            if value is None else value.detach().cpu().numpy().copy())
+    return state
+
+
+def load_optimizer_state(model, optimizer, opt_spec, state):
+    """Set torch.optim's per-parameter state from canonical numpy (validated by the caller)."""
+    params = dict(model.named_parameters())
+    step = int(state.get("optimizer.step", 0))
+    for full_name in state_layout(opt_spec, model.spec):
+        if full_name == "optimizer.step":
+            continue
+        name, slot = split_state_name(full_name)
+        slots = optimizer.state[params[name]]
+        slots[slot] = torch.from_numpy(np.array(state[full_name])).to(params[name].device)
+        if opt_spec.name in ("adam", "adamw"):
+            slots["step"] = torch.tensor(float(step))  # torch keeps Adam's count per parameter
