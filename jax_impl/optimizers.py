@@ -100,30 +100,39 @@ def learning_rates(opt_spec, steps):
         return [float(schedule(jnp.int32(step))) if callable(schedule) else schedule for step in range(steps)]
 
 
-# optax state fields -> torch.optim's slot names (optax.trace holds torch's momentum buffer,
-# scale_by_adam's mu/nu are exp_avg/exp_avg_sq and its count is the number of updates).
-_OPTAX_SLOTS = {"trace": "momentum_buffer", "mu": "exp_avg", "nu": "exp_avg_sq"}
+# optax state fields -> torch.optim's slot names, per optimizer (optax.trace holds torch's
+# momentum buffer; scale_by_adam's mu/nu are exp_avg/exp_avg_sq; scale_by_rms's nu and
+# scale_by_stddev's mu/nu are RMSprop's square_avg/grad_avg; the Adagrad transformation above
+# keeps torch's sum). The update count is nnx.Optimizer's `step` (and scale_by_adam's `count`).
+_OPTAX_SLOTS = {
+    "sgd": {"trace": "momentum_buffer"},
+    "adam": {"mu": "exp_avg", "nu": "exp_avg_sq"},
+    "adamw": {"mu": "exp_avg", "nu": "exp_avg_sq"},
+    "adagrad": {"sum_of_squares": "sum"},
+    "rmsprop": {"nu": "square_avg", "mu": "grad_avg", "trace": "momentum_buffer"},
+}
 
 
-def _named_optimizer_state(model, optimizer):
-    """Canonical name -> the optimizer's nnx variable holding it (plus "optimizer.step")."""
+def _named_optimizer_state(model, optimizer, opt_spec):
+    """Canonical name -> the nnx variable holding it; "optimizer.count" for optax's own counters."""
     params = {tuple(path): _canonical_name(path) for path, node in nnx.iter_graph(model)
               if isinstance(node, nnx.Param)}
-    named = {}
+    fields = _OPTAX_SLOTS[opt_spec.name]
+    named = {"optimizer.step": optimizer.step}
     for path, node in nnx.iter_graph(optimizer.opt_state):
         if not isinstance(node, nnx.Variable):
             continue
         if path[-1] == "count":
-            named["optimizer.step"] = node
+            named[f"optimizer.count.{len(named)}"] = node
         for i, key in enumerate(path):
-            if key in _OPTAX_SLOTS and tuple(path[i + 1:]) in params:
-                named[f"optimizer.{params[tuple(path[i + 1:])]}.{_OPTAX_SLOTS[key]}"] = node
+            if key in fields and tuple(path[i + 1:]) in params:
+                named[f"optimizer.{params[tuple(path[i + 1:])]}.{fields[key]}"] = node
     return named
 
 
 def export_optimizer_state(model, optimizer, opt_spec):
     """optax's state (through nnx.Optimizer) as canonical numpy."""
-    named = _named_optimizer_state(model, optimizer)
+    named = _named_optimizer_state(model, optimizer, opt_spec)
     state = {}
     for full_name, entry in state_layout(opt_spec, model.spec).items():
         value = np.asarray(named[full_name][...])
@@ -134,11 +143,13 @@ def export_optimizer_state(model, optimizer, opt_spec):
 
 def load_optimizer_state(model, optimizer, opt_spec, state):
     """Set optax's state (through nnx.Optimizer) from canonical numpy (validated by the caller)."""
-    named = _named_optimizer_state(model, optimizer)
+    named = _named_optimizer_state(model, optimizer, opt_spec)
+    step = int(state.get("optimizer.step", 0))
     with _precision(dtype_of(model)):
         for full_name, entry in state_layout(opt_spec, model.spec).items():
-            variable = named[full_name]
-            value = state[full_name] if entry.kind == "counter" else layouts.to_native(
+            value = step if entry.kind == "counter" else layouts.to_native(
                 FRAMEWORK, entry.kind, state[full_name], entry.meta)
-            variable[...] = jnp.asarray(value, dtype=variable[...].dtype)
-        optimizer.step[...] = jnp.asarray(int(state.get("optimizer.step", 0)), optimizer.step[...].dtype)
+            named[full_name][...] = jnp.asarray(value, dtype=named[full_name][...].dtype)
+        for name, counter in named.items():
+            if name.startswith("optimizer.count."):  # scale_by_adam's bias-correction count
+                counter[...] = jnp.asarray(step, dtype=counter[...].dtype)

@@ -187,11 +187,19 @@ def learning_rates(opt_spec, steps):
     return [float(schedule(step)) if callable(schedule) else schedule for step in range(steps)]
 
 
+# torch.optim's slot name -> the Keras optimizer attribute holding it, per optimizer. (The
+# RMSprop and Adagrad subclasses above keep torch's quantities in these variables.)
+_KERAS_SLOTS = {
+    "sgd": {"momentum_buffer": "momentums"},  # holds -lr * b, converted below
+    "adam": {"exp_avg": "_momentums", "exp_avg_sq": "_velocities"},
+    "adamw": {"exp_avg": "_momentums", "exp_avg_sq": "_velocities"},
+    "adagrad": {"sum": "_accumulators"},
+    "rmsprop": {"square_avg": "_velocities", "momentum_buffer": "_momentums", "grad_avg": "_average_gradients"},
+}
+
+
 def _slot_variable(optimizer, opt_spec, slot, variable):
-    index = optimizer._get_variable_index(variable)
-    if slot == "momentum_buffer":
-        return optimizer.momentums[index]
-    return (optimizer._momentums if slot == "exp_avg" else optimizer._velocities)[index]
+    return getattr(optimizer, _KERAS_SLOTS[opt_spec.name][slot])[optimizer._get_variable_index(variable)]
 
 
 def export_optimizer_state(model, optimizer, opt_spec):
@@ -207,7 +215,7 @@ def export_optimizer_state(model, optimizer, opt_spec):
             continue
         name, slot = split_state_name(full_name)
         value = np.asarray(_slot_variable(optimizer, opt_spec, slot, native[name]).numpy())
-        if slot == "momentum_buffer":
+        if opt_spec.name == "sgd":
             value = value / -np.asarray(opt_spec.lr, value.dtype)
         state[full_name] = layouts.from_native(FRAMEWORK, entry.kind, value, entry.meta)
     return state
@@ -224,6 +232,6 @@ def load_optimizer_state(model, optimizer, opt_spec, state):
             continue
         name, slot = split_state_name(full_name)
         value = layouts.to_native(FRAMEWORK, entry.kind, state[full_name], entry.meta)
-        if slot == "momentum_buffer":
+        if opt_spec.name == "sgd":
             value = value * -np.asarray(opt_spec.lr, value.dtype)
         _slot_variable(optimizer, opt_spec, slot, native[name]).assign(value)

@@ -235,28 +235,38 @@ _RULES = {"sgd": _sgd, "adam": _adam, "adamw": _adam, "adagrad": _adagrad, "rmsp
 
 
 # --- optimizer state in canonical form (checkpoints that cross frameworks) -------------------
-# torch.optim's per-parameter state names, prefixed "optimizer.<parameter>.", plus Adam's step
-# count; each slot has its parameter's shape and layout kind, so the layout table converts it.
-SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
+# torch.optim's per-parameter state names, prefixed "optimizer.<parameter>.", plus the number of
+# updates done ("optimizer.step", which torch keeps for every optimizer but SGD); each slot has
+# its parameter's shape and layout kind, so the layout table converts it.
+
+def state_slots(opt_spec: OptimizerSpec) -> tuple[str, ...]:
+    """The per-parameter state torch.optim keeps for this optimizer configuration."""
+    if opt_spec.name == "sgd":
+        return ("momentum_buffer",) if opt_spec.momentum else ()
+    if opt_spec.name in ("adam", "adamw"):
+        return ("exp_avg", "exp_avg_sq")
+    if opt_spec.name == "adagrad":
+        return ("sum",)
+    return ("square_avg", *(("momentum_buffer",) if opt_spec.momentum else ()),
+            *(("grad_avg",) if opt_spec.centered else ()))
 
 
 def state_layout(opt_spec: OptimizerSpec, spec) -> dict:
-    """Every canonical optimizer-state tensor for a model spec (see SLOTS): Params like
-    `parity.layout`'s. Covers SGD (with or without momentum), Adam and AdamW at a constant
-    learning rate; other optimizers and schedules are refused with the list of what is covered."""
+    """Every canonical optimizer-state tensor for a model spec: Params like `parity.layout`'s.
+    Covers every optimizer at a constant learning rate; scheduled runs are refused (torch keeps
+    a scheduler's position outside the optimizer; its mapping is not written yet)."""
     from parity.params import Param
     from parity.state import layout
 
-    if opt_spec.name not in SLOTS or opt_spec.schedule != "constant":
-        raise SpecError(f"optimizer state checkpoints cover {list(SLOTS)} with a constant learning rate; "
-                        f"got {opt_spec.name!r} with schedule {opt_spec.schedule!r}")
-    slots = SLOTS[opt_spec.name] if opt_spec.name != "sgd" or opt_spec.momentum else ()
+    if opt_spec.schedule != "constant":
+        raise SpecError(f"optimizer state checkpoints cover a constant learning rate; got schedule "
+                        f"{opt_spec.schedule!r}")
     entries = {}
-    if opt_spec.name in ("adam", "adamw"):  # bias correction needs the number of updates done
+    if opt_spec.name != "sgd":
         entries["optimizer.step"] = Param((), "counter", "zeros", dtype="int64", trainable=False)
     for name, param in layout(spec).items():
         if param.trainable:
-            for slot in slots:
+            for slot in state_slots(opt_spec):
                 entries[f"optimizer.{name}.{slot}"] = Param(param.shape, param.kind, "zeros", trainable=False,
                                                             meta=param.meta)
     return entries

@@ -88,5 +88,5 @@ def load_optimizer_state(model, optimizer, opt_spec, state):
         name, slot = split_state_name(full_name)
         slots = optimizer.state[params[name]]
         slots[slot] = torch.from_numpy(np.array(state[full_name])).to(params[name].device)
-        if opt_spec.name in ("adam", "adamw"):
-            slots["step"] = torch.tensor(float(step))  # torch keeps Adam's count per parameter
+        if opt_spec.name != "sgd":
+            slots["step"] = torch.tensor(float(step))  # torch keeps the count per parameter
