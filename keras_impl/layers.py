@@ -1,6 +1,4 @@
 """Layers shared by the models, channels-last."""
-import math
-
 import keras
 
 
@@ -26,7 +24,8 @@ class BatchNorm(keras.layers.BatchNormalization):
         if not training:
             return super().call(x, training=False)
         reduce_axes = tuple(range(len(x.shape) - 1))
-        count = math.prod(x.shape[:-1])
+        # Values per channel; dynamic, because model.fit traces with an unknown batch size.
+        count = keras.ops.cast(keras.ops.size(x) // x.shape[-1], x.dtype)
         previous = keras.ops.copy(self.moving_variance)  # a snapshot: a plain read can alias the variable
         y = super().call(x, training=True)
         unbiased = keras.ops.var(x, axis=reduce_axes) * (count / (count - 1))

@@ -160,7 +160,9 @@ def build_optimizer(model, opt_spec):
     h = functools.partial(_hyper, dtype=dtype)
     # Keras' own weight_decay is decoupled: AdamW's; torch's other optimizers couple theirs.
     decay = "weight_decay" if s.name == "adamw" else "coupled_weight_decay"
-    common = {"learning_rate": _learning_rate(s, dtype), decay: h(s.weight_decay)}
+    # name: Keras names an optimizer after its class, and "_sgd" is not a valid TensorFlow name
+    # scope, which graphs (tf.function steps, model.fit) require.
+    common = {"learning_rate": _learning_rate(s, dtype), decay: h(s.weight_decay), "name": s.name}
     with _floatx(dtype):
         if s.name == "sgd":
             return _SGD(momentum=h(s.momentum), nesterov=s.nesterov, **common)

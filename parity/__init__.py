@@ -3,9 +3,11 @@
 Importing parity loads numpy only; each framework is imported the first time it is used.
 """
 from parity.compare import Check, Report, compare, example_batch
+from parity.data import Dataset, load_dataset, spec_for_dataset
 from parity.export import ExportError, export
 from parity.runtime import run_exported
 from parity.errors import CheckpointError, FrameworkError, InputError, ParityError, SpecError, StateError
+from parity.loops import TrainResult, plot_histories, train
 from parity.frameworks import (FRAMEWORKS, build, export_state, forward, load_state as load_model_state,
                                loss_and_grads, set_deterministic)
 from parity.optimizers import OptimizerSpec, learning_rate, optimizer, reference_step
@@ -21,4 +23,5 @@ __all__ = [
     "loss_and_grads", "presets", "read_spec", "save_state", "set_deterministic", "spec",
     "OptimizerSpec", "learning_rate", "optimizer", "reference_step", "reference_trajectory", "train_trajectory",
     "train_steps", "save_checkpoint", "load_checkpoint",
+    "Dataset", "load_dataset", "spec_for_dataset", "TrainResult", "plot_histories", "train",
 ]

@@ -8,6 +8,7 @@
     parity export-matrix                         export + verify every architecture and format
     parity bench NAME... [--mode all] [--task all]  throughput, eager and compiled, side by side
     parity report                                render saved results into docs/benchmarks.md
+    parity train NAME --dataset digits [--framework all] [--plot curves.png]  train, side by side
 """
 from __future__ import annotations
 
@@ -88,6 +89,25 @@ def _parser() -> argparse.ArgumentParser:
     benching.add_argument("--save", nargs="?", const="benchmarks/results", metavar="DIR",
                           help="write JSON results under DIR/<device>/ (default benchmarks/results)")
     benching.add_argument("--json", action="store_true")
+
+    training = commands.add_parser("train", help="train on a dataset in one or all frameworks from one init")
+    training.add_argument("name", metavar="NAME")
+    training.add_argument("--framework", choices=(*FRAMEWORKS, "all"), default="all")
+    training.add_argument("--dataset", default="digits", help="digits, synthetic or a path to an .npz file")
+    training.add_argument("--preset", default=None, help="default: the reference size (inputs/classes fitted "
+                                                          "to the dataset)")
+    training.add_argument("--epochs", type=int, default=10)
+    training.add_argument("--batch-size", type=int, default=32)
+    training.add_argument("--optimizer", default="adam", help="sgd, adam, adamw, adagrad, rmsprop")
+    training.add_argument("--lr", type=float, default=1e-3)
+    training.add_argument("--momentum", type=float, default=None, help="sgd and rmsprop")
+    training.add_argument("--weight-decay", type=float, default=None)
+    training.add_argument("--loop", choices=("custom", "fit"), default="custom",
+                          help="fit: Keras model.fit (keras only)")
+    training.add_argument("--patience", type=int, default=None, help="early stopping on validation loss")
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--plot", default=None, metavar="PNG", help="overlaid loss curves of every run")
+    training.add_argument("--json", action="store_true")
 
     reporting = commands.add_parser("report", help="render saved benchmark results into docs/benchmarks.md")
     reporting.add_argument("--results", default="benchmarks/results")
@@ -284,6 +304,46 @@ def _bench(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from parity.data import load_dataset, spec_for_dataset
+    from parity.loops import plot_histories, train
+    from parity.optimizers import optimizer
+    from parity.specs import spec as make_spec
+
+    dataset = load_dataset(args.dataset, seed=args.seed)
+    spec = spec_for_dataset(make_spec(args.name, args.preset), dataset)
+    hyper = {k: v for k, v in (("lr", args.lr), ("momentum", args.momentum), ("weight_decay", args.weight_decay))
+             if v is not None}
+    opt = optimizer(args.optimizer, **hyper)
+    frameworks = FRAMEWORKS if args.framework == "all" else (args.framework,)
+    if args.loop == "fit" and frameworks != ("keras",):
+        raise InputError(f"--loop fit is Keras' model.fit: expected --framework keras, got {args.framework}")
+    results = {fw: train(fw, spec, dataset, opt, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                         loop=args.loop, early_stopping_patience=args.patience) for fw in frameworks}
+    if args.plot:
+        plot_histories(results, args.plot)
+    if args.json:
+        print(json.dumps({fw: {"test_accuracy": r.test_accuracy, "test_loss": r.test_loss, "history": r.history,
+                               "epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "seconds": r.seconds}
+                          for fw, r in results.items()}, indent=1))
+        return 0
+    table = Table(title=f"{args.name} on {args.dataset}: {args.optimizer} lr={args.lr}, batch {args.batch_size}")
+    for column in ("framework", "loop", "epochs", "best epoch", "final train loss", "final val loss",
+                   "test accuracy", "seconds"):
+        table.add_column(column, justify="left" if column in ("framework", "loop") else "right")
+    for fw, r in results.items():
+        table.add_row(fw, r.loop, str(r.epochs_run), "-" if r.best_epoch is None else str(r.best_epoch + 1),
+                      f"{r.history['train_loss'][-1]:.4f}",
+                      f"{r.history['val_loss'][-1]:.4f}", f"{100 * r.test_accuracy:.1f}%", f"{r.seconds:.1f}")
+    Console().print(table)
+    if args.plot:
+        print(f"loss curves: {args.plot}")
+    return 0
+
+
 def _report(args) -> int:
     from pathlib import Path
 
@@ -300,7 +360,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     commands = {"list": _list, "check": _check, "diff": _diff, "export": _export,
                 "run-exported": _run_exported, "export-matrix": _export_matrix, "bench": _bench,
-                "report": _report}
+                "report": _report, "train": _train}
     try:
         return commands[args.command](args)
     except ParityError as err:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import math
 import time
 
@@ -22,12 +21,11 @@ import numpy as np
 
 from parity.data import Dataset, split, steps_per_epoch
 from parity.errors import InputError
-from parity.frameworks import adapter, build, export_state, load_state
+from parity.frameworks import adapter, build, export_state, impl_module, load_state
 from parity.optimizers import OptimizerSpec
 from parity.specs import Spec
 from parity.state import init_state
 
-LOOPS = ("custom", "fit")
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
@@ -158,7 +156,7 @@ def run_epochs(framework: str, model, *, epochs: int, train_epoch, evaluate, pat
 
 def _loops(framework: str):
     """`pytorch_impl.loops`, `keras_impl.loops` or `jax_impl.loops`."""
-    return importlib.import_module(f"{adapter(framework).__package__}.loops")
+    return impl_module(framework, "loops")
 
 
 def _positive_int(name: str, value) -> None:
@@ -235,7 +233,8 @@ def plot_histories(results: dict[str, TrainResult], path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    for (label, result), colour in zip(results.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4):
+    for index, (label, result) in enumerate(results.items()):
+        colour = plt.get_cmap("tab10")(index % 10)
         epochs = np.arange(1, result.epochs_run + 1)
         for axes, metric in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
             axes.plot(epochs, result.history[f"train_{metric}"], color=colour, label=f"{label} train")
