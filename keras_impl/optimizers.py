@@ -23,7 +23,7 @@ import numpy as np
 from keras import ops
 
 from parity import layouts
-from parity.optimizers import split_state_name, state_layout
+from parity.optimizers import learning_rate, split_state_name, state_layout
 from parity.state import layout, match_native_names
 # The adapter's package-internal map of canonical names to Keras variables.
 from keras_impl.api import FRAMEWORK, _named_variables, dtype_of
@@ -204,6 +204,11 @@ def _slot_variable(optimizer, opt_spec, slot, variable):
     return getattr(optimizer, _KERAS_SLOTS[opt_spec.name][slot])[optimizer._get_variable_index(variable)]
 
 
+def _last_learning_rate(opt_spec, step):
+    """The learning rate Keras' SGD folded into its velocity at the last update (v = -lr * b)."""
+    return learning_rate(opt_spec, max(step - 1, 0))
+
+
 def export_optimizer_state(model, optimizer, opt_spec):
     """Keras' slot variables as canonical numpy. SGD's velocity is v = -lr * b (torch's b):
     dividing by -lr costs at most an ulp, so SGD-momentum state round-trips to rounding, not bits."""
@@ -218,7 +223,7 @@ def export_optimizer_state(model, optimizer, opt_spec):
         name, slot = split_state_name(full_name)
         value = np.asarray(_slot_variable(optimizer, opt_spec, slot, native[name]).numpy())
         if opt_spec.name == "sgd":
-            value = value / -np.asarray(opt_spec.lr, value.dtype)
+            value = value / -np.asarray(_last_learning_rate(opt_spec, int(optimizer.iterations.numpy())), value.dtype)
         state[full_name] = layouts.from_native(FRAMEWORK, entry.kind, value, entry.meta)
     return state
 
@@ -235,5 +240,6 @@ def load_optimizer_state(model, optimizer, opt_spec, state):
         name, slot = split_state_name(full_name)
         value = layouts.to_native(FRAMEWORK, entry.kind, state[full_name], entry.meta)
         if opt_spec.name == "sgd":
-            value = value * -np.asarray(opt_spec.lr, value.dtype)
+            value = value * -np.asarray(_last_learning_rate(opt_spec, int(state.get("optimizer.step", 0))),
+                                        value.dtype)
         _slot_variable(optimizer, opt_spec, slot, native[name]).assign(value)

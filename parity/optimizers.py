@@ -236,8 +236,9 @@ _RULES = {"sgd": _sgd, "adam": _adam, "adamw": _adam, "adagrad": _adagrad, "rmsp
 
 # --- optimizer state in canonical form (checkpoints that cross frameworks) -------------------
 # torch.optim's per-parameter state names, prefixed "optimizer.<parameter>.", plus the number of
-# updates done ("optimizer.step", which torch keeps for every optimizer but SGD); each slot has
-# its parameter's shape and layout kind, so the layout table converts it.
+# updates done ("optimizer.step": torch keeps it for every optimizer but SGD, and a schedule's
+# position is that count); each slot has its parameter's shape and layout kind, so the layout
+# table converts it.
 
 def state_slots(opt_spec: OptimizerSpec) -> tuple[str, ...]:
     """The per-parameter state torch.optim keeps for this optimizer configuration."""
@@ -253,16 +254,13 @@ def state_slots(opt_spec: OptimizerSpec) -> tuple[str, ...]:
 
 def state_layout(opt_spec: OptimizerSpec, spec) -> dict:
     """Every canonical optimizer-state tensor for a model spec: Params like `parity.layout`'s.
-    Covers every optimizer at a constant learning rate; scheduled runs are refused (torch keeps
-    a scheduler's position outside the optimizer; its mapping is not written yet)."""
+    The step count is there whenever something depends on it: every optimizer but plain SGD,
+    and any schedule (its position)."""
     from parity.params import Param
     from parity.state import layout
 
-    if opt_spec.schedule != "constant":
-        raise SpecError(f"optimizer state checkpoints cover a constant learning rate; got schedule "
-                        f"{opt_spec.schedule!r}")
     entries = {}
-    if opt_spec.name != "sgd":
+    if opt_spec.name != "sgd" or opt_spec.schedule != "constant":
         entries["optimizer.step"] = Param((), "counter", "zeros", dtype="int64", trainable=False)
     for name, param in layout(spec).items():
         if param.trainable:

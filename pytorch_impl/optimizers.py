@@ -32,6 +32,7 @@ def _with_schedule(optimizer, opt_spec):
     scheduler = _scheduler(optimizer, opt_spec)
     if scheduler is not None:
         optimizer.register_step_post_hook(lambda *_: scheduler.step())
+    optimizer.parity_scheduler = scheduler  # its position is part of a checkpoint
     return optimizer
 
 
@@ -67,9 +68,10 @@ def export_optimizer_state(model, optimizer, opt_spec):
     entries = state_layout(opt_spec, model.spec)
     state = {}
     for full_name, entry in entries.items():
-        if full_name == "optimizer.step":
+        if full_name == "optimizer.step":  # SGD keeps no count: its schedule's position is it
             first = optimizer.state.get(next(iter(params.values())), {})
-            state[full_name] = np.array(int(first["step"]) if "step" in first else 0, np.int64)
+            step = first["step"] if "step" in first else optimizer.parity_scheduler.last_epoch
+            state[full_name] = np.array(int(step), np.int64)
             continue
         name, slot = split_state_name(full_name)
         value = optimizer.state.get(params[name], {}).get(slot)
@@ -90,3 +92,8 @@ def load_optimizer_state(model, optimizer, opt_spec, state):
         slots[slot] = torch.from_numpy(np.array(state[full_name])).to(params[name].device)
         if opt_spec.name != "sgd":
             slots["step"] = torch.tensor(float(step))  # torch keeps the count per parameter
+    # The schedule's position: step the optimizer with no gradients (parameters and their state
+    # are skipped), so its post-step hook advances the scheduler exactly as training did.
+    optimizer.zero_grad(set_to_none=True)
+    for _ in range(step if optimizer.parity_scheduler is not None else 0):
+        optimizer.step()
