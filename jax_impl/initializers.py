@@ -7,12 +7,15 @@ are (in, out) / HWIO: fans come from the native shape, the draw goes back throug
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from parity import layouts
 
 
 def _native(name: str, mode: str):
     init = jax.nn.initializers
+    if name == "default":  # nnx.Linear's and nnx.Conv's default kernel_init
+        return nnx.initializers.lecun_normal()
     if name == "glorot_uniform":
         return init.glorot_uniform()
     if name == "glorot_normal":

@@ -14,7 +14,7 @@ from parity import layouts
 
 
 def _native(name: str, mode: str, seed: int):
-    if name == "glorot_uniform":
+    if name in ("glorot_uniform", "default"):  # Dense's and Conv2D's default kernel_initializer
         return keras.initializers.GlorotUniform(seed=seed)
     if name == "glorot_normal":
         return keras.initializers.VarianceScaling(1.0, "fan_avg", "untruncated_normal", seed=seed)

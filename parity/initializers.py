@@ -14,7 +14,9 @@ import numpy as np
 
 from parity.errors import SpecError
 
-INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "orthogonal")
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal", "orthogonal", "default")
+# "default" is each framework's own default kernel initializer for Linear/Dense and Conv: it is
+# *meant* to differ between frameworks (docs/initialization.md), so its reference is per framework.
 MODES = ("fan_in", "fan_out")
 
 
@@ -33,12 +35,31 @@ def check(name: str, mode: str = "fan_in") -> None:
         raise SpecError(f"initializer mode: expected one of {list(MODES)}, got {mode!r}")
 
 
+def default_distribution(framework: str, shape: tuple[int, ...]):
+    """The scipy.stats distribution of a framework's default Linear/Conv kernel initializer:
+    torch kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in)); Keras glorot_uniform; Flax
+    lecun_normal, a normal truncated at 2 standard deviations and rescaled to variance 1/fan_in."""
+    from scipy import stats
+
+    fan_in, fan_out = fans(shape)
+    if framework == "torch":
+        bound = 1 / math.sqrt(fan_in)
+        return stats.uniform(-bound, 2 * bound)
+    if framework == "keras":
+        return reference_distribution("glorot_uniform", shape)
+    truncation_std = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
+    return stats.truncnorm(-2, 2, scale=math.sqrt(1 / fan_in) / truncation_std)
+
+
 def reference_distribution(name: str, shape: tuple[int, ...], mode: str = "fan_in"):
     """The scipy.stats distribution every entry is drawn from (not defined for `orthogonal`,
-    whose entries are dependent; it is checked by W Wᵀ = I instead)."""
+    whose entries are dependent, checked by W Wᵀ = I instead, nor for `default`, which differs
+    per framework: `default_distribution`)."""
     from scipy import stats
 
     check(name, mode)
+    if name == "default":
+        raise SpecError("default: each framework's own; see default_distribution(framework, shape)")
     fan_in, fan_out = fans(shape)
     fan = fan_in if mode == "fan_in" else fan_out
     if name == "glorot_uniform":

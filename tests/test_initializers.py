@@ -19,7 +19,7 @@ P_VALUE = 1e-3  # seeds are fixed, so each p-value is one deterministic number; 
 
 
 # Only the he_* initializers take a fan mode.
-NAMED = [(n, "fan_in") for n in init.INITIALIZERS if n != "orthogonal"] + [("he_uniform", "fan_out"),
+NAMED = [(n, "fan_in") for n in init.INITIALIZERS if n not in ("orthogonal", "default")] + [("he_uniform", "fan_out"),
                                                                          ("he_normal", "fan_out")]
 
 
@@ -44,8 +44,15 @@ def test_orthogonal_rows_are_orthonormal(framework, shape):
     np.testing.assert_allclose(rows @ rows.T, np.eye(shape[0]), atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=["linear", "conv2d"])
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_framework_default_initializer(framework, shape):
+    draw = impl_module(framework, "initializers").sample("default", shape, seed=3)
+    assert stats.kstest(draw.ravel(), init.default_distribution(framework, shape).cdf).pvalue > P_VALUE
+
+
 def test_numpy_reference_samples_its_own_distribution():
-    for name in init.INITIALIZERS[:-1]:
+    for name in ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_normal"):
         draw = init.reference_sample(name, (128, 256), seed=1)
         assert stats.kstest(draw.ravel(), init.reference_distribution(name, (128, 256)).cdf).pvalue > P_VALUE
     rows = init.reference_sample("orthogonal", (32, 64))
