@@ -2,6 +2,9 @@
 
 Exported graphs take canonical inputs (torch's own layout) with a dynamic batch dimension.
 """
+import contextlib
+import io
+
 import torch
 from torch import nn
 
@@ -29,9 +32,12 @@ def _example_and_dynamic_batch(model):
 def export_onnx(model, path, opset: int):
     model.eval()
     example, dynamic_shapes = _example_and_dynamic_batch(model)
-    torch.onnx.export(_OutputTuple(model), example, str(path), dynamo=True, opset_version=opset,
-                      input_names=[model.spec.input_kind], output_names=list(model.spec.output_names),
-                      dynamic_shapes=dynamic_shapes, verbose=False)
+    # The dynamo exporter prints its progress to stdout even with verbose=False; a failure still
+    # raises with its own message, so the progress lines are dropped.
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(_OutputTuple(model), example, str(path), dynamo=True, opset_version=opset,
+                          input_names=[model.spec.input_kind], output_names=list(model.spec.output_names),
+                          dynamic_shapes=dynamic_shapes, verbose=False)
 
 
 def export_native(model, path, format: str):
