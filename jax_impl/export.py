@@ -11,8 +11,6 @@ from flax import nnx
 from parity import layouts
 from jax_impl.api import dtype_of
 
-NATIVE_FORMATS = ("jax-export",)
-
 
 def _pure_function(model, outputs_as_dict: bool):
     spec = model.spec

@@ -13,8 +13,6 @@ import tensorflow as tf
 
 from parity import layouts
 
-NATIVE_FORMATS = ("savedmodel", "tflite")
-
 
 def _serving_function(model, outputs_as_dict: bool):
     spec = model.spec

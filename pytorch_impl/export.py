@@ -8,8 +8,6 @@ import io
 import torch
 from torch import nn
 
-NATIVE_FORMATS = ("torch-export",)
-
 
 class _OutputTuple(nn.Module):
     """The model's outputs as a tuple in the spec's order: ONNX outputs are positional."""
