@@ -53,6 +53,10 @@ def _check(spec: Spec, optimizer: OptimizerSpec, batches: list) -> None:
                          f"the cosine schedule, got {optimizer.total_steps}")
 
 
+def _check_optimizer_state(optimizer: OptimizerSpec, spec: Spec, optimizer_state: dict) -> dict:
+    return check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
+
+
 def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state):
     """Yield (model, native optimizer, impl module) after each native training step."""
     batches = list(batches)
@@ -62,7 +66,7 @@ def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batc
     model = build(framework, spec, state)
     native = impl.build_optimizer(model, optimizer)
     if optimizer_state is not None:
-        check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
+        _check_optimizer_state(optimizer, spec, optimizer_state)
         impl.load_optimizer_state(model, native, optimizer, optimizer_state)
     for inputs, targets in batches:
         _, grads = loss_and_grads(framework, model, inputs, targets, train=True)
@@ -83,11 +87,8 @@ def train_steps(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpe
                 optimizer_state: dict | None = None, dtype: str | None = None) -> tuple[dict, dict]:
     """Train from a (model state, optimizer state) pair and return the final pair, both canonical:
     what a checkpoint holds, and what another framework can resume from."""
-    model = native = impl = None
     for model, native, impl in _run(framework, spec, state, optimizer, batches, dtype, optimizer_state):
-        pass
-    if model is None:
-        raise InputError("batches: expected a non-empty list of (inputs, targets), got none")
+        pass  # _run refuses an empty batch list, so the loop binds all three
     return export_state(framework, model), impl.export_optimizer_state(model, native, optimizer)
 
 
@@ -95,7 +96,7 @@ def save_checkpoint(path, spec: Spec, optimizer: OptimizerSpec, state: dict, opt
     """One safetensors file with the model and optimizer states, both specs in the metadata,
     validated first and written atomically."""
     check_state(spec, state)
-    check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
+    _check_optimizer_state(optimizer, spec, optimizer_state)
     return save_state(path, {**state, **optimizer_state},
                       metadata={SPEC_KEY: json.dumps(spec.to_dict()),
                                 _OPTIMIZER_KEY: json.dumps(dataclasses.asdict(optimizer))})
@@ -116,9 +117,8 @@ def load_checkpoint(path, spec: Spec | None = None, optimizer: OptimizerSpec | N
     tensors = read_tensors(path)
     model_names = layout(stored_spec)
     state = check_state(stored_spec, {n: v for n, v in tensors.items() if n in model_names})
-    optimizer_state = check_entries(state_layout(stored_optimizer, stored_spec),
-                                    {n: v for n, v in tensors.items() if n not in model_names},
-                                    f"{stored_optimizer.name} optimizer state")
+    optimizer_state = _check_optimizer_state(stored_optimizer, stored_spec,
+                                             {n: v for n, v in tensors.items() if n not in model_names})
     return stored_spec, stored_optimizer, state, optimizer_state
 
 
