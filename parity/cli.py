@@ -261,13 +261,13 @@ def _export_matrix(args) -> int:
     if args.update_docs:
         from pathlib import Path
 
+        from parity.report import check_markers, splice
+
         page = Path(args.update_docs)
         text = page.read_text(encoding="utf-8")
         start, end = "<!-- export-matrix:start -->", "<!-- export-matrix:end -->"
-        if start not in text or end not in text:
-            raise InputError(f"{page}: expected the markers {start} and {end}")
-        page.write_text(text[:text.index(start) + len(start)] + "\n" + table + "\n" + text[text.index(end):],
-                        encoding="utf-8")
+        check_markers(text, start, end, page)
+        page.write_text(splice(text, start, end, table), encoding="utf-8")
     return 0 if all(r.passed for r in results) else 1
 
 

@@ -11,6 +11,17 @@ START, END = "<!-- bench-report:start -->", "<!-- bench-report:end -->"
 FRAMEWORK_ORDER = ("torch", "keras", "jax")
 
 
+def check_markers(text: str, start: str, end: str, page) -> None:
+    """A generated section of a docs page sits between two marker comments; both must be there."""
+    if start not in text or end not in text:
+        raise InputError(f"{page}: expected the markers {start} and {end}")
+
+
+def splice(text: str, start: str, end: str, section: str) -> str:
+    """`text` with everything between the `start` and `end` markers replaced by `section`."""
+    return text[:text.index(start) + len(start)] + "\n" + section + "\n" + text[text.index(end):]
+
+
 def comparison_table(rows: list[dict]) -> str:
     """Markdown: samples/s (median, IQR as % of the median) per framework, and the ratio of the
     fastest to each, for every (architecture, batch, task, mode)."""
@@ -98,8 +109,7 @@ def render(rows: list[dict], page: Path, figures: Path) -> str:
     if not rows:
         raise InputError("report: no benchmark results found (run `parity bench ... --save` first)")
     text = page.read_text(encoding="utf-8") if page.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        raise InputError(f"{page}: expected the markers {START} and {END}")
+    check_markers(text, START, END, page)
     figures.mkdir(parents=True, exist_ok=True)
     sections = []
     for device in sorted({r["device"] for r in rows}):
@@ -114,6 +124,5 @@ def render(rows: list[dict], page: Path, figures: Path) -> str:
         if _scaling_figure(device_rows, scaling):
             sections.append(f"![scaling with batch size on {device}]({scaling.relative_to(page.parent).as_posix()})\n")
     section = "\n".join(sections)
-    page.write_text(text[:text.index(START) + len(START)] + "\n" + section + "\n" + text[text.index(END):],
-                    encoding="utf-8")
+    page.write_text(splice(text, START, END, section), encoding="utf-8")
     return section
