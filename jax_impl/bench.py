@@ -4,7 +4,6 @@ compiled with `nnx.jit` (XLA).
 Every step returns only after `jax.block_until_ready` on its outputs.
 """
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -62,18 +61,12 @@ def peak_memory_bytes(device: str):
     return jax.devices("gpu")[0].memory_stats().get("peak_bytes_in_use") if device == "gpu" else None
 
 
-def matmul_gflops(n: int = 2048, rounds: int = 5) -> float:
-    """Measured float32 n x n matmul rate on the CPU (median of `rounds`)."""
+def matmul_step(n: int):
+    """A float32 n x n matmul on the CPU, finished when the call returns (parity.bench times it)."""
     a = jax.random.normal(jax.random.key(0), (n, n))
     b = jax.random.normal(jax.random.key(1), (n, n))
     matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / sorted(times)[rounds // 2] / 1e9
+    return lambda: matmul(a, b).block_until_ready()
 
 
 def thread_settings() -> dict:

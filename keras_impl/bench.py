@@ -3,7 +3,6 @@ compiled with `tf.function(jit_compile=True)` (XLA).
 
 Every step returns only after its outputs are materialised on the host.
 """
-import time
 
 import keras_impl  # noqa: F401  (selects the backend before keras is imported)
 
@@ -66,16 +65,10 @@ def peak_memory_bytes(device: str):
     return tf.config.experimental.get_memory_info("GPU:0")["peak"] if device == "gpu" else None
 
 
-def matmul_gflops(n: int = 2048, rounds: int = 5) -> float:
-    """Measured float32 n x n matmul rate on the CPU (median of `rounds`)."""
+def matmul_step(n: int):
+    """A float32 n x n matmul on the CPU, finished when the call returns (parity.bench times it)."""
     a, b = tf.random.normal((n, n)), tf.random.normal((n, n))
-    (a @ b).numpy()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        (a @ b).numpy()
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / sorted(times)[rounds // 2] / 1e9
+    return lambda: (a @ b).numpy()
 
 
 def thread_settings() -> dict:

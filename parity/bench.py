@@ -107,10 +107,27 @@ def device_label(device: str, framework: str = "torch") -> str:
     return "".join(c if c.isalnum() or c in "-." else "-" for c in label).strip("-")
 
 
+def _timed(step, args=(), rounds: int = 1) -> list[float]:
+    """Seconds of each of `rounds` calls of `step(*args)` (each step ends with its own sync)."""
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        step(*args)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _matmul_gflops(module, n: int = 2048, rounds: int = 5) -> float:
+    """A framework's measured float32 n x n matmul rate on the CPU: median of `rounds` after one."""
+    step = module.matmul_step(n)
+    step()
+    return 2 * n**3 / float(np.median(_timed(step, rounds=rounds))) / 1e9
+
+
 def _peak(framework: str, device: str, dtype: str, module) -> tuple[float | None, str]:
     if device == "cpu":
         if framework not in _CPU_PEAKS:
-            _CPU_PEAKS[framework] = module.matmul_gflops()
+            _CPU_PEAKS[framework] = _matmul_gflops(module)
         return _CPU_PEAKS[framework], f"measured {framework} float32 2048x2048 matmul on this CPU"
     name = module.device_name(device)
     for known, peaks in GPU_PEAK_TFLOPS.items():
@@ -155,16 +172,9 @@ def bench(name: str, framework: str, *, mode: str = "eager", task: str = "infere
         raise InputError(f"bench: rounds must be positive, got {rounds}")
     step, args, flops, spec, module = prepare_step(name, framework, mode=mode, task=task, batch=batch,
                                                    dtype=dtype, device=device, preset=preset, seed=seed)
-    start = time.perf_counter()
-    step(*args)
-    first_call = time.perf_counter() - start
-    for _ in range(warmup):
-        step(*args)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        step(*args)
-        times.append(time.perf_counter() - start)
+    (first_call,) = _timed(step, args)
+    _timed(step, args, warmup)
+    times = _timed(step, args, rounds)
     peak, peak_source = _peak(framework, device, dtype, module)
     device_memory = module.peak_memory_bytes(device)
     memory = device_memory if device_memory is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

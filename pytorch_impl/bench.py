@@ -2,7 +2,6 @@
 
 Every step returns only after the device finished (CUDA is synchronised; CPU is synchronous).
 """
-import time
 
 import torch
 
@@ -66,16 +65,10 @@ def peak_memory_bytes(device: str):
     return torch.cuda.max_memory_allocated() if device == "gpu" else None
 
 
-def matmul_gflops(n: int = 2048, rounds: int = 5) -> float:
-    """Measured float32 n x n matmul rate on the CPU (median of `rounds`)."""
+def matmul_step(n: int):
+    """A float32 n x n matmul on the CPU, finished when the call returns (parity.bench times it)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / sorted(times)[rounds // 2] / 1e9
+    return lambda: a @ b
 
 
 def thread_settings() -> dict:
