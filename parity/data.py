@@ -160,10 +160,8 @@ def _from_arrays(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, seed
 
 
 def _digits(seed: int, test_fraction: float) -> Dataset:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise InputError("dataset 'digits' needs scikit-learn: pip install -c constraints.txt scikit-learn") from None
+    from sklearn.datasets import load_digits  # a dependency: the dataset ships inside it
+
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8), pixels 0..16 -> [0, 1]
     return _from_arrays("digits", images, digits.target.astype(np.int64), 10, seed, test_fraction)

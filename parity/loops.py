@@ -22,7 +22,7 @@ import numpy as np
 from parity.data import Dataset, split, steps_per_epoch
 from parity.errors import InputError
 from parity.frameworks import adapter, build, export_state, impl_module, load_state
-from parity.optimizers import OptimizerSpec
+from parity.optimizers import OptimizerSpec, check_schedule_covers, require_optimizer_spec
 from parity.specs import Spec
 from parity.state import init_state
 
@@ -170,9 +170,7 @@ def _check(spec, dataset, optimizer, loop, native_loops, epochs, batch_size, pat
     if not isinstance(dataset, Dataset):
         raise InputError(f"dataset: expected a parity.data.Dataset (see parity.data.load_dataset), "
                          f"got {type(dataset).__name__}")
-    if not isinstance(optimizer, OptimizerSpec):
-        raise InputError(f"optimizer: expected a parity.optimizers.OptimizerSpec (see parity.optimizers.optimizer), "
-                         f"got {type(optimizer).__name__}")
+    require_optimizer_spec(optimizer)
     if loop not in native_loops:
         raise InputError(f"loop: expected one of {list(native_loops)} for this framework, got {loop!r}")
     _positive_int("epochs", epochs)
@@ -187,11 +185,7 @@ def _check_schedule(spec: Spec, optimizer: OptimizerSpec, n_train: int, epochs: 
     if getattr(spec, "batch_norm", False) and n_train % batch_size == 1:
         raise InputError(f"batch_size: {n_train} training samples in batches of {batch_size} leave a last batch "
                          f"of 1, which training-mode batch norm cannot normalise; expected another batch size")
-    steps = epochs * steps_per_epoch(n_train, batch_size, drop_last=False)
-    if optimizer.schedule == "cosine" and optimizer.total_steps < steps:
-        # torch's CosineAnnealingLR rises again after T_max; Keras and optax hold the last value.
-        raise InputError(f"optimizer.total_steps: expected at least the number of steps ({steps}) for the "
-                         f"cosine schedule, got {optimizer.total_steps}")
+    check_schedule_covers(optimizer, epochs * steps_per_epoch(n_train, batch_size, drop_last=False))
 
 
 def train(framework: str, spec: Spec, dataset: Dataset, optimizer: OptimizerSpec, *, epochs: int, batch_size: int,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from parity.errors import SpecError
+from parity.errors import InputError, SpecError
 from parity.tolerances import Tolerance
 
 # torch.optim's defaults, per optimizer: the hyper-parameters each one accepts.
@@ -161,6 +161,21 @@ def optimizer(name: str, **hyper: Any) -> OptimizerSpec:
     if unknown:
         raise SpecError(f"optimizer {name!r}: unknown hyper-parameter(s) {unknown}; valid ones are {valid}")
     return OptimizerSpec(name, **hyper)
+
+
+def require_optimizer_spec(optimizer) -> OptimizerSpec:
+    if not isinstance(optimizer, OptimizerSpec):
+        raise InputError(f"optimizer: expected a parity.optimizers.OptimizerSpec (see parity.optimizers.optimizer), "
+                         f"got {type(optimizer).__name__}")
+    return optimizer
+
+
+def check_schedule_covers(optimizer: OptimizerSpec, steps: int) -> None:
+    """A run of `steps` updates stays within the schedule where the frameworks agree."""
+    if optimizer.schedule == "cosine" and optimizer.total_steps < steps:
+        # torch's CosineAnnealingLR rises again after T_max; Keras and optax hold the last value.
+        raise InputError(f"optimizer.total_steps: expected at least the number of steps ({steps}) for the "
+                         f"cosine schedule, got {optimizer.total_steps}")
 
 
 def learning_rate(spec: OptimizerSpec, step: int) -> float:

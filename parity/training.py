@@ -14,7 +14,8 @@ import numpy as np
 
 from parity.errors import CheckpointError, InputError
 from parity.frameworks import build, export_state, impl_module, load_state, loss_and_grads
-from parity.optimizers import OptimizerSpec, reference_step, state_layout
+from parity.optimizers import (OptimizerSpec, check_schedule_covers, reference_step, require_optimizer_spec,
+                               state_layout)
 from parity.specs import Spec
 from parity.state import (SPEC_KEY, check_entries, check_state, layout, read_metadata, read_spec, read_tensors,
                           save_state)
@@ -39,18 +40,13 @@ def _as_dtype(state: dict, batches: list, dtype: str | None):
 
 
 def _check(spec: Spec, optimizer: OptimizerSpec, batches: list) -> None:
-    if not isinstance(optimizer, OptimizerSpec):
-        raise InputError(f"optimizer: expected a parity.optimizers.OptimizerSpec (see parity.optimizers.optimizer), "
-                         f"got {type(optimizer).__name__}")
+    require_optimizer_spec(optimizer)
     if getattr(spec, "dropout", 0.0) > 0:
         raise InputError(f"{spec.architecture}.dropout: expected 0 for a trajectory (the frameworks' dropout "
                          f"masks come from different random streams), got {spec.dropout}")
     if not batches:
         raise InputError("batches: expected a non-empty list of (inputs, targets), got none")
-    if optimizer.schedule == "cosine" and len(batches) > optimizer.total_steps:
-        # torch's CosineAnnealingLR rises again after T_max; Keras and optax hold the last value.
-        raise InputError(f"optimizer.total_steps: expected at least the number of steps ({len(batches)}) for "
-                         f"the cosine schedule, got {optimizer.total_steps}")
+    check_schedule_covers(optimizer, len(batches))
 
 
 def _check_optimizer_state(optimizer: OptimizerSpec, spec: Spec, optimizer_state: dict) -> dict:
