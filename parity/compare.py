@@ -124,10 +124,11 @@ def compare(name_or_spec, frameworks=FRAMEWORKS, preset: str | None = "tiny", dt
     spec = name_or_spec if isinstance(name_or_spec, Spec) else make_spec(name_or_spec, preset)
     preset = None if isinstance(name_or_spec, Spec) else preset
     notes = []
-    if train and getattr(spec, "dropout", 0.0):
-        notes.append(f"dropout {spec.dropout} set to 0 for the exact training-mode check: the three "
-                     f"frameworks' dropout RNG streams cannot match (tests check keep-rate and scaling)")
-        spec = spec.replace(dropout=0.0)
+    if train and spec.deterministic() != spec:
+        rates = {name: getattr(spec, name) for name in spec.stochastic_fields}
+        notes.append(f"{rates} set to 0 for the exact training-mode check: the three frameworks' "
+                     f"random streams cannot match (tests check keep-rate and scaling)")
+        spec = spec.deterministic()
     set_deterministic(frameworks)
     state = init_state(spec, seed, dtype, random_norms=True)
     inputs, targets = example_batch(spec, batch_size, seed, dtype)

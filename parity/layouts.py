@@ -42,6 +42,12 @@ LINEAR = Conversion(lambda w, m: w.T, lambda k, m: k.T,
                     "torch Linear weight is (out, in); Keras Dense / Flax Linear kernel is (in, out)")
 CONV2D = Conversion(lambda w, m: w.transpose(2, 3, 1, 0), lambda k, m: k.transpose(3, 2, 0, 1),
                     "torch Conv2d weight is OIHW; Keras Conv2D / Flax Conv kernel is HWIO")
+DEPTHWISE_KERAS = Conversion(lambda w, m: w.transpose(2, 3, 0, 1), lambda k, m: k.transpose(2, 3, 0, 1),
+                              "torch depthwise Conv2d (groups=C) weight is (C, 1, kH, kW); Keras "
+                              "DepthwiseConv2D kernel is (kH, kW, C, multiplier=1)")
+DEPTHWISE_FLAX = Conversion(CONV2D.to_native, CONV2D.from_native,
+                            "Flax has no depthwise layer: nnx.Conv with feature_group_count=C takes "
+                            "a grouped HWIO kernel (kH, kW, C / groups = 1, C), the dense conv2d transpose")
 FLATTEN_LINEAR = Conversion(_flatten_linear_to_channels_last, _flatten_linear_from_channels_last,
                             "first Linear after a flatten: torch flattens CHW, channels-last "
                             "frameworks flatten HWC, so the input rows are permuted as well as transposed")
@@ -51,6 +57,7 @@ LAYOUTS: dict[str, dict[str, Conversion]] = {
     "linear": {"torch": IDENTITY, "keras": LINEAR, "jax": LINEAR},
     "flatten_linear": {"torch": IDENTITY, "keras": FLATTEN_LINEAR, "jax": FLATTEN_LINEAR},
     "conv2d": {"torch": IDENTITY, "keras": CONV2D, "jax": CONV2D},
+    "depthwise_conv2d": {"torch": IDENTITY, "keras": DEPTHWISE_KERAS, "jax": DEPTHWISE_FLAX},
     "vector": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
     "counter": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
 }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Param:
     shape: tuple[int, ...]
-    kind: str  # linear | flatten_linear | conv2d | vector | counter
+    kind: str  # linear | flatten_linear | conv2d | depthwise_conv2d | vector | counter
     init: str  # uniform | ones | zeros | norm_weight | norm_bias | norm_mean | norm_var
     dtype: str = "float"  # "float" (the state's float dtype) or "int64"
     trainable: bool = True
@@ -36,21 +36,30 @@ def linear(prefix: str, in_features: int, out_features: int, *, bias: bool = Tru
 
 
 def conv2d(prefix: str, in_channels: int, out_channels: int, kernel_size: int, *,
-           bias: bool = True) -> dict[str, Param]:
-    """torch.nn.Conv2d: weight (out, in, kH, kW) = OIHW, bias (out,)."""
-    fan_in = in_channels * kernel_size * kernel_size
-    params = {f"{prefix}.weight": Param((out_channels, in_channels, kernel_size, kernel_size),
-                                        "conv2d", "uniform", fan_in=fan_in)}
+           bias: bool = True, groups: int = 1) -> dict[str, Param]:
+    """torch.nn.Conv2d: weight (out, in / groups, kH, kW) = OIHW, bias (out,).
+
+    `groups` is 1 (a dense convolution) or the channel count (depthwise: one filter per
+    channel), the two the CNNs use; the native layouts of a depthwise kernel differ per framework.
+    """
+    if groups not in (1, in_channels) or (groups > 1 and out_channels != in_channels):
+        raise ValueError(f"{prefix}: expected groups 1 or depthwise (groups == in == out channels), "
+                         f"got groups={groups}, in={in_channels}, out={out_channels}")
+    fan_in = in_channels // groups * kernel_size * kernel_size
+    kind = "conv2d" if groups == 1 else "depthwise_conv2d"
+    params = {f"{prefix}.weight": Param((out_channels, in_channels // groups, kernel_size, kernel_size),
+                                        kind, "uniform", fan_in=fan_in)}
     if bias:
         params[f"{prefix}.bias"] = Param((out_channels,), "vector", "uniform", fan_in=fan_in)
     return params
 
 
-def batch_norm(prefix: str, num_features: int) -> dict[str, Param]:
-    """torch.nn.BatchNorm{1,2}d: affine weight/bias plus running buffers and the batch counter."""
+def batch_norm(prefix: str, num_features: int, *, zero_weight: bool = False) -> dict[str, Param]:
+    """torch.nn.BatchNorm{1,2}d: affine weight/bias plus running buffers and the batch counter.
+    `zero_weight` starts the scale at 0 (ResNet's `zero_init_residual`)."""
     n = (num_features,)
     return {
-        f"{prefix}.weight": Param(n, "vector", "norm_weight"),
+        f"{prefix}.weight": Param(n, "vector", "zeros" if zero_weight else "norm_weight"),
         f"{prefix}.bias": Param(n, "vector", "norm_bias"),
         f"{prefix}.running_mean": Param(n, "vector", "norm_mean", trainable=False),
         f"{prefix}.running_var": Param(n, "vector", "norm_var", trainable=False),

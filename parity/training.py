@@ -41,9 +41,10 @@ def _as_dtype(state: dict, batches: list, dtype: str | None):
 
 def _check(spec: Spec, optimizer: OptimizerSpec, batches: list) -> None:
     require_optimizer_spec(optimizer)
-    if getattr(spec, "dropout", 0.0) > 0:
-        raise InputError(f"{spec.architecture}.dropout: expected 0 for a trajectory (the frameworks' dropout "
-                         f"masks come from different random streams), got {spec.dropout}")
+    if spec.deterministic() != spec:
+        rates = {name: getattr(spec, name) for name in spec.stochastic_fields}
+        raise InputError(f"{spec.architecture}: expected every dropout-like rate 0 for a trajectory (the "
+                         f"frameworks' random streams differ; use spec.deterministic()), got {rates}")
     if not batches:
         raise InputError("batches: expected a non-empty list of (inputs, targets), got none")
     check_schedule_covers(optimizer, len(batches))

@@ -192,7 +192,7 @@ def test_training_rejects_what_cannot_match():
     state = parity.init_state(spec)
     batch = parity.example_batch(spec)
     adam = optimizers.optimizer("adam")
-    with pytest.raises(parity.InputError, match=r"mlp.dropout: expected 0 for a trajectory .* got 0.2"):
+    with pytest.raises(parity.InputError, match=r"mlp: expected every dropout-like rate 0 for a trajectory .* got \{'dropout': 0.2\}"):
         train_trajectory("torch", spec.replace(dropout=0.2), state, adam, [batch])
     with pytest.raises(parity.InputError, match=r"optimizer.total_steps: expected at least the number of steps \(2\) "
                                                 r"for the cosine schedule, got 1"):

@@ -22,6 +22,7 @@ class Spec:
     input_kind: ClassVar[str]  # "features" (B, F) or "image" (B, C, H, W)
     loss: ClassVar[str]  # "cross_entropy" (int class targets) or "binary_cross_entropy" (0/1 floats)
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what forward returns, in this order
+    stochastic_fields: ClassVar[tuple[str, ...]] = ()  # rates of dropout-like layers (random in training)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -38,6 +39,11 @@ class Spec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": self.architecture, **dataclasses.asdict(self)}
+
+    def deterministic(self) -> "Spec":
+        """This spec with every dropout-like rate at 0: the frameworks' random streams cannot
+        match, so exact training-mode checks run without them (tests check them statistically)."""
+        return self.replace(**{name: 0.0 for name in self.stochastic_fields})
 
     def replace(self, **overrides) -> "Spec":
         unknown = sorted(set(overrides) - set(self.field_names()))
