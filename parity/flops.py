@@ -9,10 +9,13 @@ gradient (as many FLOPs as its forward) and, except the first layer, its input g
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from parity.errors import SpecError
 from parity.specs import Spec
+
+# Weight kinds that are matmuls or convolutions: does the count scale with output pixels?
+_PER_PIXEL = {"linear": False, "flatten_linear": False, "conv2d": True, "depthwise_conv2d": True}
 
 
 @dataclass(frozen=True)
@@ -21,35 +24,17 @@ class LayerFlops:
     macs: int  # multiply-adds per example, forward
 
 
-def _linear_chain(prefix_widths):
-    return [LayerFlops(name, fan_in * fan_out) for name, fan_in, fan_out in prefix_widths]
-
-
-def _perceptron(spec):
-    return _linear_chain([("fc", spec.in_features, 1)])
-
-
-def _mlp(spec):
-    widths = (spec.in_features, *spec.hidden_sizes)
-    chain = [(f"blocks.{i}.fc", a, b) for i, (a, b) in enumerate(zip(widths, widths[1:]))]
-    return _linear_chain(chain + [("head", widths[-1], spec.num_classes)])
-
-
-def _lenet5(spec):
-    return [
-        LayerFlops("conv1", 6 * spec.in_channels * 5 * 5 * 28 * 28),  # 28x28 output maps
-        LayerFlops("conv2", 16 * 6 * 5 * 5 * 10 * 10),  # 10x10 output maps
-        *_linear_chain([("fc1", 400, 120), ("fc2", 120, 84), ("fc3", 84, spec.num_classes)]),
-    ]
-
-
-_LAYERS = {"perceptron": _perceptron, "mlp": _mlp, "lenet5": _lenet5}
-
-
 def layer_flops(spec: Spec) -> list[LayerFlops]:
-    if spec.architecture not in _LAYERS:
-        raise SpecError(f"no FLOP count for {spec.architecture!r}; counted: {sorted(_LAYERS)}")
-    return _LAYERS[spec.architecture](spec)
+    """Every matmul and convolution in execution order (the first one sees the raw input), from
+    the layout: a Linear does out x in MACs per example, a convolution out x in/groups x k x k
+    per output pixel (the layout records each conv's output size)."""
+    layers = []
+    for name, param in spec.layout().items():
+        if not name.endswith(".weight") or param.kind not in _PER_PIXEL:
+            continue
+        pixels = param.meta["output_size"] ** 2 if _PER_PIXEL[param.kind] else 1
+        layers.append(LayerFlops(name.removesuffix(".weight"), math.prod(param.shape) * pixels))
+    return layers
 
 
 def forward_flops(spec: Spec, batch: int = 1) -> int:

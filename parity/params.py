@@ -35,12 +35,13 @@ def linear(prefix: str, in_features: int, out_features: int, *, bias: bool = Tru
     return params
 
 
-def conv2d(prefix: str, in_channels: int, out_channels: int, kernel_size: int, *,
+def conv2d(prefix: str, in_channels: int, out_channels: int, kernel_size: int, *, output_size: int,
            bias: bool = True, groups: int = 1) -> dict[str, Param]:
     """torch.nn.Conv2d: weight (out, in / groups, kH, kW) = OIHW, bias (out,).
 
     `groups` is 1 (a dense convolution) or the channel count (depthwise: one filter per
     channel), the two the CNNs use; the native layouts of a depthwise kernel differ per framework.
+    `output_size` (the side of the square output map) is kept for the analytic FLOP count.
     """
     if groups not in (1, in_channels) or (groups > 1 and out_channels != in_channels):
         raise ValueError(f"{prefix}: expected groups 1 or depthwise (groups == in == out channels), "
@@ -48,7 +49,7 @@ def conv2d(prefix: str, in_channels: int, out_channels: int, kernel_size: int, *
     fan_in = in_channels // groups * kernel_size * kernel_size
     kind = "conv2d" if groups == 1 else "depthwise_conv2d"
     params = {f"{prefix}.weight": Param((out_channels, in_channels // groups, kernel_size, kernel_size),
-                                        kind, "uniform", fan_in=fan_in)}
+                                        kind, "uniform", fan_in=fan_in, meta={"output_size": output_size})}
     if bias:
         params[f"{prefix}.bias"] = Param((out_channels,), "vector", "uniform", fan_in=fan_in)
     return params

@@ -30,7 +30,12 @@ def _device():
 
 
 def build(spec, dtype="float32"):
-    return MODELS[spec.architecture](spec, _DTYPES[dtype]).to(_device()).eval()
+    """An uninitialised model: built on the meta device, then given empty storage, because
+    `parity.build` always loads a canonical state next (torch's own init of VGG's 130 M
+    parameters would cost seconds for nothing)."""
+    with torch.device("meta"):
+        model = MODELS[spec.architecture](spec, _DTYPES[dtype])
+    return model.to_empty(device=_device()).eval()
 
 
 def dtype_of(model) -> str:
@@ -49,6 +54,15 @@ def export_state(model):
     return {name: native[name].detach().cpu().numpy().copy() for name in layout(model.spec)}
 
 
+def _set_mode(model, train):
+    """model.train(train), with the batch norm `pytorch_impl.transfer.freeze` keeps in eval mode put
+    back there: model.train() switches every submodule."""
+    model.train(train)
+    modules = dict(model.named_modules())
+    for path in getattr(model, "frozen_norms", ()):
+        modules[path].eval()
+
+
 def _record(records, name, module, args, output):
     records[name] = output.detach().cpu().numpy().copy()
 
@@ -57,7 +71,7 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     """Run the model on canonical numpy inputs; with `trace`, also every submodule's output."""
     if rng is not None:
         torch.manual_seed(rng)
-    model.train(train)
+    _set_mode(model, train)
     records = {}
     hooks = [module.register_forward_hook(partial(_record, records, name))
              for name, module in model.named_modules() if name] if trace else []
@@ -81,7 +95,7 @@ def loss_function(kind, dtype):
 
 def loss_and_grads(model, inputs, targets, *, train=False):
     """Mean loss of the spec's kind and its gradient w.r.t. every parameter, canonical names."""
-    model.train(train)
+    _set_mode(model, train)
     model.zero_grad(set_to_none=True)
     try:
         logits = model(torch.from_numpy(inputs).to(_device()))["logits"]

@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import parity  # noqa: E402
+import parity.reference  # noqa: E402
 
 parity.set_deterministic()
 
@@ -19,3 +20,12 @@ def _seeded():
     np.random.seed(0)
     yield
 
+
+
+@pytest.fixture(scope="session")
+def torchvision():
+    """torchvision, the CNNs' reference (a test-only dependency); a visible skip if it cannot load."""
+    try:
+        return parity.reference.import_torchvision()
+    except parity.FrameworkError as err:
+        pytest.skip(str(err))

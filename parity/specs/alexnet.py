@@ -19,6 +19,7 @@ class AlexNetSpec(Spec):
         "alexnet": {},
     }
     reference_preset = "alexnet"
+    torchvision_presets = ("alexnet",)
     input_kind = "image"
     loss = "cross_entropy"
     stochastic_fields = ("dropout",)
@@ -49,21 +50,25 @@ class AlexNetSpec(Spec):
     def input_shape(self):
         return (self.in_channels, self.image_size, self.image_size)
 
-    def feature_size(self) -> int:
-        """Side of the maps the convolutional features hand to the adaptive pool."""
-        size = self.image_size
+    def _sizes(self) -> tuple[list[int], int]:
+        """Side of each conv's output map, and of the maps handed to the adaptive pool."""
+        size, sizes = self.image_size, []
         for i, (kernel, stride, padding) in enumerate(self.CONVS):
             size = conv_output_size(size, kernel, stride, padding)
+            sizes.append(size)
             if i in self.POOLED:
                 size = conv_output_size(size, 3, 2, 0)
-        return size
+        return sizes, size
+
+    def feature_size(self) -> int:
+        return self._sizes()[1]
 
     def layout(self):
         entries = {}
         channels = self.in_channels
         # torchvision's features Sequential: conv, ReLU (+ MaxPool) at these indices.
-        for index, width, (kernel, _, _) in zip((0, 3, 6, 8, 10), self.widths, self.CONVS):
-            entries.update(params.conv2d(f"features.{index}", channels, width, kernel))
+        for index, width, (kernel, _, _), size in zip((0, 3, 6, 8, 10), self.widths, self.CONVS, self._sizes()[0]):
+            entries.update(params.conv2d(f"features.{index}", channels, width, kernel, output_size=size))
             channels = width
         pooled = (channels, self.avgpool_size, self.avgpool_size)
         entries.update(params.linear("classifier.1", channels * self.avgpool_size ** 2, self.hidden,

@@ -23,6 +23,8 @@ class Spec:
     loss: ClassVar[str]  # "cross_entropy" (int class targets) or "binary_cross_entropy" (0/1 floats)
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what forward returns, in this order
     stochastic_fields: ClassVar[tuple[str, ...]] = ()  # rates of dropout-like layers (random in training)
+    classifier: ClassVar[str]  # module prefix of the final Linear head (what parity.transfer replaces)
+    torchvision_presets: ClassVar[tuple[str, ...]] = ()  # presets that torchvision.models.<preset>() builds
 
     @property
     def input_shape(self) -> tuple[int, ...]:

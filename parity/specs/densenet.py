@@ -44,8 +44,13 @@ class DenseNetSpec(Spec):
     def input_shape(self):
         return (self.in_channels, self.image_size, self.image_size)
 
+    @property
+    def stem_size(self) -> int:
+        """Side of conv0's output (7x7/2, pad 3)."""
+        return conv_output_size(self.image_size, 7, 2, 3)
+
     def feature_size(self) -> int:
-        size = conv_output_size(conv_output_size(self.image_size, 7, 2, 3), 3, 2, 1)  # stem
+        size = conv_output_size(self.stem_size, 3, 2, 1)  # the 3x3/2 max-pool
         return size // 2 ** (len(self.block_config) - 1)  # a 2x2/2 avg-pool per transition
 
     @property
@@ -59,23 +64,25 @@ class DenseNetSpec(Spec):
         return channels
 
     def layout(self):
-        entries = {**params.conv2d("features.conv0", self.in_channels, self.num_init_features, 7, bias=False),
+        entries = {**params.conv2d("features.conv0", self.in_channels, self.num_init_features, 7, bias=False,
+                                   output_size=self.stem_size),
                    **params.batch_norm("features.norm0", self.num_init_features)}
-        channels = self.num_init_features
+        channels, size = self.num_init_features, conv_output_size(self.stem_size, 3, 2, 1)
         inner = self.bn_size * self.growth_rate
         for b, layers in enumerate(self.block_config, start=1):
             for i in range(1, layers + 1):
                 prefix = f"features.denseblock{b}.denselayer{i}"
                 entries.update(params.batch_norm(f"{prefix}.norm1", channels))
-                entries.update(params.conv2d(f"{prefix}.conv1", channels, inner, 1, bias=False))
+                entries.update(params.conv2d(f"{prefix}.conv1", channels, inner, 1, bias=False, output_size=size))
                 entries.update(params.batch_norm(f"{prefix}.norm2", inner))
-                entries.update(params.conv2d(f"{prefix}.conv2", inner, self.growth_rate, 3, bias=False))
+                entries.update(params.conv2d(f"{prefix}.conv2", inner, self.growth_rate, 3, bias=False,
+                                             output_size=size))
                 channels += self.growth_rate
             if b < len(self.block_config):
                 entries.update(params.batch_norm(f"features.transition{b}.norm", channels))
                 entries.update(params.conv2d(f"features.transition{b}.conv", channels, channels // 2, 1,
-                                             bias=False))
-                channels //= 2
+                                             bias=False, output_size=size))
+                channels, size = channels // 2, size // 2
         entries.update(params.batch_norm("features.norm5", channels))
         entries.update(params.linear("classifier", channels, self.num_classes))
         return entries
@@ -84,6 +91,7 @@ class DenseNetSpec(Spec):
 @dataclasses.dataclass(frozen=True)
 class DenseNet121Spec(DenseNetSpec):
     architecture = reference_preset = "densenet121"
+    torchvision_presets = ("densenet121",)
     presets = {
         "tiny": {"growth_rate": 4, "block_config": (2, 2), "num_init_features": 8, "bn_size": 2,
                  "image_size": 32, "num_classes": 10},

@@ -33,6 +33,10 @@ class Block:
         # torchvision squeezes to a quarter of the block's *input* width, not the expanded one.
         return max(1, self.in_channels // 4)
 
+    def output_size(self, size: int) -> int:
+        """Side of the block's output for an input of side `size` (the depthwise conv strides)."""
+        return conv_output_size(size, self.kernel, self.stride, (self.kernel - 1) // 2)
+
     @property
     def residual(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
@@ -93,38 +97,48 @@ class EfficientNetSpec(Spec):
     def head_channels(self) -> int:
         return 4 * self.stages()[-1][-1].out_channels
 
+    @property
+    def stem_size(self) -> int:
+        """Side of the stem conv's output (3x3/2, pad 1)."""
+        return conv_output_size(self.image_size, 3, 2, 1)
+
     def feature_size(self) -> int:
-        size = conv_output_size(self.image_size, 3, 2, 1)
+        size = self.stem_size
         for stage in self.stages():
-            size = conv_output_size(size, stage[0].kernel, stage[0].stride, (stage[0].kernel - 1) // 2)
+            size = stage[0].output_size(size)
         return size
 
     def layout(self):
-        entries = {**params.conv2d("features.0.0", self.in_channels, self.stem_channels, 3, bias=False),
+        entries = {**params.conv2d("features.0.0", self.in_channels, self.stem_channels, 3, bias=False,
+                                   output_size=self.stem_size),
                    **params.batch_norm("features.0.1", self.stem_channels)}
+        size = self.stem_size
         for s, stage in enumerate(self.stages(), start=1):
             for j, block in enumerate(stage):
-                entries.update(self._block(f"features.{s}.{j}.block", block))
+                entries.update(self._block(f"features.{s}.{j}.block", block, size))
+                size = block.output_size(size)
         last = self.stages()[-1][-1].out_channels
-        entries.update(params.conv2d(f"features.{s + 1}.0", last, self.head_channels, 1, bias=False))
+        entries.update(params.conv2d(f"features.{s + 1}.0", last, self.head_channels, 1, bias=False,
+                                     output_size=size))
         entries.update(params.batch_norm(f"features.{s + 1}.1", self.head_channels))
         entries.update(params.linear("classifier.1", self.head_channels, self.num_classes))
         return entries
 
     @staticmethod
-    def _block(prefix: str, block: Block):
-        entries, index = {}, 0
+    def _block(prefix: str, block: Block, size: int):
+        entries, index, out = {}, 0, block.output_size(size)
         if block.expanded != block.in_channels:
-            entries.update(params.conv2d(f"{prefix}.0.0", block.in_channels, block.expanded, 1, bias=False))
+            entries.update(params.conv2d(f"{prefix}.0.0", block.in_channels, block.expanded, 1, bias=False,
+                                         output_size=size))
             entries.update(params.batch_norm(f"{prefix}.0.1", block.expanded))
             index = 1
         entries.update(params.conv2d(f"{prefix}.{index}.0", block.expanded, block.expanded, block.kernel,
-                                     bias=False, groups=block.expanded))
+                                     bias=False, groups=block.expanded, output_size=out))
         entries.update(params.batch_norm(f"{prefix}.{index}.1", block.expanded))
-        entries.update(params.conv2d(f"{prefix}.{index + 1}.fc1", block.expanded, block.squeeze, 1))
-        entries.update(params.conv2d(f"{prefix}.{index + 1}.fc2", block.squeeze, block.expanded, 1))
+        entries.update(params.conv2d(f"{prefix}.{index + 1}.fc1", block.expanded, block.squeeze, 1, output_size=1))
+        entries.update(params.conv2d(f"{prefix}.{index + 1}.fc2", block.squeeze, block.expanded, 1, output_size=1))
         entries.update(params.conv2d(f"{prefix}.{index + 2}.0", block.expanded, block.out_channels, 1,
-                                     bias=False))
+                                     bias=False, output_size=out))
         entries.update(params.batch_norm(f"{prefix}.{index + 2}.1", block.out_channels))
         return entries
 
@@ -137,6 +151,7 @@ def _scaled(width: float, depth: float, dropout: float, image_size: int, large: 
 @dataclasses.dataclass(frozen=True)
 class EfficientNetB0Spec(EfficientNetSpec):
     architecture = reference_preset = "efficientnet_b0"
+    torchvision_presets = tuple(f"efficientnet_b{i}" for i in range(8))
     # torchvision's efficientnet_b0..b7: (width, depth, dropout) and the evaluation image size.
     presets = {
         "tiny": {"width_mult": 0.25, "depth_mult": 0.5, "image_size": 32, "num_classes": 10},

@@ -19,6 +19,7 @@ class LeNet5Spec(Spec):
     reference_preset = "lenet5"
     input_kind = "image"
     loss = "cross_entropy"
+    classifier = "fc3"
 
     in_channels: int = 1
     image_size: int = 32  # 28 pads conv1 by 2 so the feature maps are the paper's 28 -> 14 -> 10 -> 5
@@ -46,8 +47,8 @@ class LeNet5Spec(Spec):
 
     def layout(self):
         return {
-            **params.conv2d("conv1", self.in_channels, 6, 5),
-            **params.conv2d("conv2", 6, 16, 5),
+            **params.conv2d("conv1", self.in_channels, 6, 5, output_size=28),
+            **params.conv2d("conv2", 6, 16, 5, output_size=10),
             # 16 maps of 5x5 flattened in torch's CHW order; Keras/Flax flatten HWC.
             **params.linear("fc1", 16 * 5 * 5, 120, flatten_chw=(16, 5, 5)),
             **params.linear("fc2", 120, 84),

@@ -19,6 +19,7 @@ class MLPSpec(Spec):
     reference_preset = "mnist"
     input_kind = "features"
     loss = "cross_entropy"
+    classifier = "head"
     stochastic_fields = ("dropout",)
 
     in_features: int = 784

@@ -15,6 +15,7 @@ class PerceptronSpec(Spec):
     input_kind = "features"
     loss = "binary_cross_entropy"  # on the pre-activation z: the step has no gradient
     output_names = ("logits", "output")
+    classifier = "fc"
 
     in_features: int = 2
     output: str = "step"  # "step" (Rosenblatt, 1 if z > 0) or "sigmoid" (logistic neuron)

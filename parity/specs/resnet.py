@@ -57,9 +57,14 @@ class ResNetSpec(Spec):
     def expansion(self) -> int:
         return EXPANSION[self.block]
 
+    @property
+    def stem_size(self) -> int:
+        """Side of conv1's output (7x7/2, pad 3)."""
+        return conv_output_size(self.image_size, 7, 2, 3)
+
     def feature_size(self) -> int:
-        size = conv_output_size(conv_output_size(self.image_size, 7, 2, 3), 3, 2, 1)  # stem
-        for _ in range(3):  # stages 2-4 stride 2 with a 3x3 pad-1 conv
+        size = conv_output_size(self.stem_size, 3, 2, 1)  # the 3x3/2 max-pool
+        for _ in range(3):  # stages 2-4 open with a stride-2 3x3 pad-1 conv
             size = conv_output_size(size, 3, 2, 1)
         return size
 
@@ -68,31 +73,34 @@ class ResNetSpec(Spec):
         return planes * self.width_per_group // 64 * self.groups
 
     def layout(self):
-        entries = {**params.conv2d("conv1", self.in_channels, self.planes[0], 7, bias=False),
+        entries = {**params.conv2d("conv1", self.in_channels, self.planes[0], 7, bias=False,
+                                   output_size=self.stem_size),
                    **params.batch_norm("bn1", self.planes[0])}
-        inplanes = self.planes[0]
+        inplanes, size = self.planes[0], conv_output_size(self.stem_size, 3, 2, 1)
         for stage, (planes, blocks) in enumerate(zip(self.planes, self.layers)):
             for index in range(blocks):
                 stride = 2 if stage > 0 and index == 0 else 1
-                entries.update(self._block(f"layer{stage + 1}.{index}", inplanes, planes, stride))
-                inplanes = planes * self.expansion
+                entries.update(self._block(f"layer{stage + 1}.{index}", inplanes, planes, stride, size))
+                inplanes, size = planes * self.expansion, conv_output_size(size, 3, stride, 1)
         entries.update(params.linear("fc", inplanes, self.num_classes))
         return entries
 
-    def _block(self, prefix: str, inplanes: int, planes: int, stride: int):
-        out = planes * self.expansion
+    def _block(self, prefix: str, inplanes: int, planes: int, stride: int, size: int):
+        out, strided = planes * self.expansion, conv_output_size(size, 3, stride, 1)
         if self.block == "basic":
-            convs = [(inplanes, planes, 3), (planes, planes, 3)]
+            convs = [(inplanes, planes, 3, strided), (planes, planes, 3, strided)]
         else:
             width = self.width(planes)
-            convs = [(inplanes, width, 1), (width, width, 3), (width, out, 1)]
+            convs = [(inplanes, width, 1, size), (width, width, 3, strided), (width, out, 1, strided)]
         entries = {}
-        for i, (cin, cout, kernel) in enumerate(convs, start=1):
-            entries.update(params.conv2d(f"{prefix}.conv{i}", cin, cout, kernel, bias=False))
+        for i, (cin, cout, kernel, output_size) in enumerate(convs, start=1):
+            entries.update(params.conv2d(f"{prefix}.conv{i}", cin, cout, kernel, bias=False,
+                                         output_size=output_size))
             entries.update(params.batch_norm(f"{prefix}.bn{i}", cout,
                                              zero_weight=self.zero_init_residual and i == len(convs)))
         if stride != 1 or inplanes != out:
-            entries.update(params.conv2d(f"{prefix}.downsample.0", inplanes, out, 1, bias=False))
+            entries.update(params.conv2d(f"{prefix}.downsample.0", inplanes, out, 1, bias=False,
+                                         output_size=strided))
             entries.update(params.batch_norm(f"{prefix}.downsample.1", out))
         return entries
 
@@ -106,22 +114,26 @@ def _presets(name: str, block: str, layers: tuple) -> dict:
 @dataclasses.dataclass(frozen=True)
 class ResNet18Spec(ResNetSpec):
     architecture = reference_preset = "resnet18"
+    torchvision_presets = ("resnet18",)
     presets = _presets("resnet18", "basic", (2, 2, 2, 2))
 
 
 @dataclasses.dataclass(frozen=True)
 class ResNet34Spec(ResNetSpec):
     architecture = reference_preset = "resnet34"
+    torchvision_presets = ("resnet34",)
     presets = _presets("resnet34", "basic", (3, 4, 6, 3))
 
 
 @dataclasses.dataclass(frozen=True)
 class ResNet50Spec(ResNetSpec):
     architecture = reference_preset = "resnet50"
+    torchvision_presets = ("resnet50",)
     presets = _presets("resnet50", "bottleneck", (3, 4, 6, 3))
 
 
 @dataclasses.dataclass(frozen=True)
 class ResNet101Spec(ResNetSpec):
     architecture = reference_preset = "resnet101"
+    torchvision_presets = ("resnet101",)
     presets = _presets("resnet101", "bottleneck", (3, 4, 23, 3))

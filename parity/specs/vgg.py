@@ -57,13 +57,14 @@ class VGGSpec(Spec):
 
     def layout(self):
         entries = {}
-        channels, index = self.in_channels, 0
+        channels, index, size = self.in_channels, 0, self.image_size
         # torchvision's `make_layers`: conv (+ BatchNorm2d), ReLU, or MaxPool, one index each.
         for value in self.cfg:
             if value == POOL:
                 index += 1
+                size //= 2
                 continue
-            entries.update(params.conv2d(f"features.{index}", channels, value, 3))
+            entries.update(params.conv2d(f"features.{index}", channels, value, 3, output_size=size))
             if self.batch_norm:
                 entries.update(params.batch_norm(f"features.{index + 1}", value))
             index += 3 if self.batch_norm else 2
@@ -86,22 +87,26 @@ def _presets(name: str, cfg: tuple, batch_norm: bool) -> dict:
 @dataclasses.dataclass(frozen=True)
 class VGG11Spec(VGGSpec):
     architecture = reference_preset = "vgg11"
+    torchvision_presets = ("vgg11",)
     presets = _presets("vgg11", CFG_A, False)
 
 
 @dataclasses.dataclass(frozen=True)
 class VGG11BNSpec(VGGSpec):
     architecture = reference_preset = "vgg11_bn"
+    torchvision_presets = ("vgg11_bn",)
     presets = _presets("vgg11_bn", CFG_A, True)
 
 
 @dataclasses.dataclass(frozen=True)
 class VGG16Spec(VGGSpec):
     architecture = reference_preset = "vgg16"
+    torchvision_presets = ("vgg16",)
     presets = _presets("vgg16", CFG_D, False)
 
 
 @dataclasses.dataclass(frozen=True)
 class VGG16BNSpec(VGGSpec):
     architecture = reference_preset = "vgg16_bn"
+    torchvision_presets = ("vgg16_bn",)
     presets = _presets("vgg16_bn", CFG_D, True)

@@ -1,0 +1,92 @@
+"""torchvision compatibility: a torchvision state dict loads unchanged into all three frameworks,
+and all three reproduce torchvision's own outputs (eval and training mode) and batch-norm updates.
+
+Default run: every architecture at its real widths and depths on small images, float32, eval and
+train. `-m slow`: 224x224 (the issue's ≤1e-4) and float64 (≤1e-10), every EfficientNet B0-B7 layout.
+"""
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import parity
+from parity import tolerances
+
+TORCHVISION = [(name, preset) for name in parity.architectures()
+               for preset in parity.spec(name).torchvision_presets]
+TORCHVISION_NAMES = [name for name in parity.architectures() if parity.spec(name).torchvision_presets]
+# The smallest input each network takes whole (AlexNet's 11x11/4 stem and three 3x3/2 pools need 63).
+SMALL_IMAGE = {"alexnet": 64}
+FLOAT32_224 = 1e-4  # the issue's bound at 224x224: 50-100 layers of float32 accumulation order differences
+
+
+def torchvision_model(torchvision, spec, state):
+    """torchvision's own model for this spec holding `state`: built on the meta device (torchvision's
+    initialisers cost seconds at VGG size) and then given the canonical state, unchanged."""
+    with torch.device("meta"):
+        # Dropout-like layers off: their random streams are each framework's own.
+        model = torchvision.models.get_model(spec.architecture, num_classes=spec.num_classes,
+                                             **{name: 0.0 for name in spec.stochastic_fields})
+    model.to_empty(device="cpu").load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model
+
+
+@pytest.mark.parametrize("name, preset", TORCHVISION)
+def test_layout_is_torchvisions_state_dict(name, preset, torchvision):
+    """Names, order, shapes and dtypes: built on the meta device, so even B7 costs nothing."""
+    with torch.device("meta"):
+        reference = torchvision.models.get_model(preset).state_dict()
+    entries = parity.layout(parity.spec(name, preset))
+    assert list(entries) == list(reference)
+    for key, param in entries.items():
+        assert param.shape == tuple(reference[key].shape), key
+        assert (param.dtype == "int64") == (reference[key].dtype == torch.int64), key
+
+
+@functools.lru_cache(maxsize=1)  # one architecture at a time: the three frameworks share it
+def torchvision_run(name, dtype, image_size):
+    """torchvision's outputs from one canonical state: eval logits, training-mode logits, and the
+    batch-norm buffers that training-mode forward leaves behind."""
+    torchvision = parity.reference.import_torchvision()
+    spec = parity.spec(name, num_classes=10, image_size=image_size).deterministic()
+    state = parity.init_state(spec, dtype=dtype, random_norms=True)  # random BN stats: none may be ignored
+    reference = torchvision_model(torchvision, spec, state)
+    inputs = np.random.default_rng(1).standard_normal((4, *spec.input_shape)).astype(dtype)
+    with torch.no_grad():
+        logits = [reference.train(train)(torch.from_numpy(inputs)).numpy() for train in (False, True)]
+    buffers = {key: value.numpy() for key, value in reference.state_dict().items()
+               if key.endswith(("running_mean", "running_var"))}
+    return spec, state, inputs, logits, buffers
+
+
+def check_against_torchvision(framework, name, dtype, image_size, tolerance):
+    spec, state, inputs, logits, buffers = torchvision_run(name, dtype, image_size)
+    model = parity.build(framework, spec, state)
+    for train, want in zip((False, True), logits):
+        got = parity.forward(framework, model, inputs, train=train)["logits"]
+        assert tolerances.errors(got, want)[1] <= tolerance, f"{'train' if train else 'eval'} logits"
+    after = parity.export_state(framework, model)
+    for key, want in buffers.items():
+        assert tolerances.errors(after[key], want)[1] <= tolerance, key
+
+
+# One network per family and block type in the default run; every one under -m slow.
+DEFAULT = ["alexnet", "vgg11_bn", "resnet18", "resnet50", "densenet121", "efficientnet_b0"]
+
+
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+@pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in TORCHVISION_NAMES])
+def test_torchvision_weights_reproduce_torchvision(name, framework, torchvision):
+    check_against_torchvision(framework, name, "float32", SMALL_IMAGE.get(name, 32),
+                              tolerances.FORWARD["float32"].rtol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+@pytest.mark.parametrize("name", TORCHVISION_NAMES)
+def test_torchvision_at_224(name, framework, dtype, torchvision):
+    check_against_torchvision(framework, name, dtype, 224,
+                              FLOAT32_224 if dtype == "float32" else 1e-10)
