@@ -151,7 +151,7 @@ def prepare_step(name: str, framework: str, *, mode: str = "eager", task: str = 
     if batch < 1:
         raise InputError(f"bench: batch must be positive, got {batch}")
     spec = make_spec(name, preset)
-    if task == "train" and getattr(spec, "batch_norm", False) and batch < 2:
+    if task == "train" and spec.has_batch_norm and batch < 2:
         raise InputError(f"bench: training with batch norm needs batch >= 2, got {batch}")
     set_deterministic([framework])
     module = impl_module(framework, "bench")

@@ -91,9 +91,10 @@ def _check_inputs(spec: Spec, dtype: str, inputs) -> np.ndarray:
 
 
 def _check_batch_norm_batch(spec: Spec, inputs: np.ndarray, train: bool) -> None:
-    if train and getattr(spec, "batch_norm", False) and inputs.shape[0] < 2:
+    if train and spec.has_batch_norm and inputs.shape[0] < 2:
         raise InputError(f"{spec.architecture}: training-mode batch norm needs a batch of at least 2 "
-                         f"(the unbiased variance divides by B - 1), got B = {inputs.shape[0]}")
+                         f"(the unbiased variance of B values at a 1x1 position divides by B - 1), "
+                         f"got B = {inputs.shape[0]}")
 
 
 def forward(framework: str, model, inputs, *, train: bool = False, rng: int | None = None, trace: bool = False):

@@ -26,4 +26,5 @@ def test_every_cited_test_exists(page):
 
 def test_every_architecture_has_a_page():
     for name in parity.architectures():
-        assert (ROOT / "docs" / f"{name}.md").exists(), name
+        page = ROOT / "docs" / type(parity.spec(name)).docs_page()
+        assert page.exists() and name in page.read_text(encoding="utf-8"), f"{name}: {page.name}"

@@ -21,6 +21,7 @@ class AlexNetSpec(Spec):
     reference_preset = "alexnet"
     torchvision_presets = ("alexnet",)
     input_kind = "image"
+    family = "cnn"
     loss = "cross_entropy"
     stochastic_fields = ("dropout",)
     classifier = "classifier.6"

@@ -25,6 +25,7 @@ class Spec:
     stochastic_fields: ClassVar[tuple[str, ...]] = ()  # rates of dropout-like layers (random in training)
     classifier: ClassVar[str]  # module prefix of the final Linear head (what parity.transfer replaces)
     torchvision_presets: ClassVar[tuple[str, ...]] = ()  # presets that torchvision.models.<preset>() builds
+    family: ClassVar[str | None] = None  # the docs page (docs/<family>.md) shared by related architectures
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -34,6 +35,14 @@ class Spec:
     def layout(self) -> dict[str, Param]:
         """Every canonical tensor, in module order, parameters and buffers."""
         raise NotImplementedError
+
+    @classmethod
+    def docs_page(cls) -> str:
+        return f"{cls.family or cls.architecture}.md"
+
+    @property
+    def has_batch_norm(self) -> bool:
+        return any(param.init == "norm_var" for param in self.layout().values())
 
     @classmethod
     def field_names(cls) -> list[str]:

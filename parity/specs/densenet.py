@@ -12,6 +12,7 @@ from parity.specs.cnn import conv_output_size, image_fields_valid
 @dataclasses.dataclass(frozen=True)
 class DenseNetSpec(Spec):
     input_kind = "image"
+    family = "cnn"
     loss = "cross_entropy"
     stochastic_fields = ("drop_rate",)
     classifier = "classifier"

@@ -45,6 +45,7 @@ class Block:
 @dataclasses.dataclass(frozen=True)
 class EfficientNetSpec(Spec):
     input_kind = "image"
+    family = "cnn"
     loss = "cross_entropy"
     stochastic_fields = ("dropout", "stochastic_depth_prob")
     classifier = "classifier.1"

@@ -14,6 +14,7 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 @dataclasses.dataclass(frozen=True)
 class ResNetSpec(Spec):
     input_kind = "image"
+    family = "cnn"
     loss = "cross_entropy"
     classifier = "fc"
 

@@ -20,6 +20,7 @@ def _narrow(cfg, divisor):
 @dataclasses.dataclass(frozen=True)
 class VGGSpec(Spec):
     input_kind = "image"
+    family = "cnn"
     loss = "cross_entropy"
     stochastic_fields = ("dropout",)
     classifier = "classifier.6"
