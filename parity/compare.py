@@ -113,6 +113,17 @@ def _pairwise(kind, named_per_framework, tolerance, scale_per_framework=None):
     return checks
 
 
+def _without_flattened_maps(order: list[str], trace: dict, entries: dict) -> list[str]:
+    """Drop the outputs between a flatten and the Linear after it (AlexNet's classifier Dropout):
+    they are the feature map flattened C, H, W by torch and H, W, C channels-last, the same
+    numbers in another order, which the `flatten_linear` layout row reorders only at the Linear."""
+    flatten_linears = [n.removesuffix(".weight") for n, p in entries.items() if p.kind == "flatten_linear"]
+    if not flatten_linears or flatten_linears[0] not in order:
+        return order
+    end = order.index(flatten_linears[0])
+    return [p for i, p in enumerate(order) if not (i < end and np.ndim(trace[p]) == 2)]
+
+
 def compare(name_or_spec, frameworks=FRAMEWORKS, preset: str | None = "tiny", dtype: str = "float32",
             seed: int = 0, train: bool = False, grads: bool = True, trace: bool = False,
             batch_size: int = 8) -> Report:
@@ -156,6 +167,7 @@ def compare(name_or_spec, frameworks=FRAMEWORKS, preset: str | None = "tiny", dt
     if trace:
         # Modules every framework traced, in the first framework's execution order.
         common = [p for p in traces[frameworks[0]] if all(p in traces[f] for f in frameworks)]
+        common = _without_flattened_maps(common, traces[frameworks[0]], entries)
         report.trace_order = common
         trace_checks = _pairwise("trace", {f: {p: traces[f][p] for p in common} for f in frameworks},
                                  tolerances.FORWARD[dtype].rtol)
