@@ -1,8 +1,9 @@
 """torchvision compatibility: a torchvision state dict loads unchanged into all three frameworks,
 and all three reproduce torchvision's own outputs (eval and training mode) and batch-norm updates.
 
-Default run: every architecture at its real widths and depths on small images, float32, eval and
-train. `-m slow`: 224x224 (the issue's ≤1e-4) and float64 (≤1e-10), every EfficientNet B0-B7 layout.
+Default run: every torchvision layout (EfficientNet B0-B7 included); one network per family at
+its real widths and depths on 64x64 images, float32. `-m slow`: the other networks, and all of
+them at 224x224 in float32 (the issue's ≤1e-4) and float64 (≤1e-10).
 """
 import functools
 
@@ -16,9 +17,12 @@ from parity import tolerances
 TORCHVISION = [(name, preset) for name in parity.architectures()
                for preset in parity.spec(name).torchvision_presets]
 TORCHVISION_NAMES = [name for name in parity.architectures() if parity.spec(name).torchvision_presets]
-# The smallest input each network takes whole (AlexNet's 11x11/4 stem and three 3x3/2 pools need 63).
-SMALL_IMAGE = {"alexnet": 64}
-FLOAT32_224 = 1e-4  # the issue's bound at 224x224: 50-100 layers of float32 accumulation order differences
+SMALL_IMAGE = 64  # AlexNet's 11x11/4 stem and three 3x3/2 pools need at least 63
+# float32 at real depth, where not within FORWARD's 1e-5: (a) 224x224, the issue's bound; (b) training
+# mode, where each of 20-120 batch norms divides by a batch std estimated from few values (B x H x W,
+# 4 x 2 x 2 in ResNet-50's last stage at 64x64) and so amplifies the frameworks' different rounding:
+# measured worst 3.9e-5 (ResNet-50), 4.0e-4 at 32x32 (4 values per channel); float64 1.3e-13.
+FLOAT32_REAL_DEPTH = 1e-4
 
 
 def torchvision_model(torchvision, spec, state):
@@ -28,7 +32,8 @@ def torchvision_model(torchvision, spec, state):
         # Dropout-like layers off: their random streams are each framework's own.
         model = torchvision.models.get_model(spec.architecture, num_classes=spec.num_classes,
                                              **{name: 0.0 for name in spec.stochastic_fields})
-    model.to_empty(device="cpu").load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    model.to(getattr(torch, parity.state.state_dtype(state))).to_empty(device="cpu")
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     return model
 
 
@@ -60,15 +65,15 @@ def torchvision_run(name, dtype, image_size):
     return spec, state, inputs, logits, buffers
 
 
-def check_against_torchvision(framework, name, dtype, image_size, tolerance):
+def check_against_torchvision(framework, name, dtype, image_size, tolerances_eval_train):
     spec, state, inputs, logits, buffers = torchvision_run(name, dtype, image_size)
     model = parity.build(framework, spec, state)
-    for train, want in zip((False, True), logits):
+    for train, want, tolerance in zip((False, True), logits, tolerances_eval_train):
         got = parity.forward(framework, model, inputs, train=train)["logits"]
         assert tolerances.errors(got, want)[1] <= tolerance, f"{'train' if train else 'eval'} logits"
     after = parity.export_state(framework, model)
     for key, want in buffers.items():
-        assert tolerances.errors(after[key], want)[1] <= tolerance, key
+        assert tolerances.errors(after[key], want)[1] <= tolerances.BUFFER[dtype].rtol, key
 
 
 # One network per family and block type in the default run; every one under -m slow.
@@ -79,8 +84,8 @@ DEFAULT = ["alexnet", "vgg11_bn", "resnet18", "resnet50", "densenet121", "effici
 @pytest.mark.parametrize("name", [n if n in DEFAULT else pytest.param(n, marks=pytest.mark.slow)
                                   for n in TORCHVISION_NAMES])
 def test_torchvision_weights_reproduce_torchvision(name, framework, torchvision):
-    check_against_torchvision(framework, name, "float32", SMALL_IMAGE.get(name, 32),
-                              tolerances.FORWARD["float32"].rtol)
+    check_against_torchvision(framework, name, "float32", SMALL_IMAGE,
+                              (tolerances.FORWARD["float32"].rtol, FLOAT32_REAL_DEPTH))
 
 
 @pytest.mark.slow
@@ -88,5 +93,5 @@ def test_torchvision_weights_reproduce_torchvision(name, framework, torchvision)
 @pytest.mark.parametrize("framework", parity.FRAMEWORKS)
 @pytest.mark.parametrize("name", TORCHVISION_NAMES)
 def test_torchvision_at_224(name, framework, dtype, torchvision):
-    check_against_torchvision(framework, name, dtype, 224,
-                              FLOAT32_224 if dtype == "float32" else 1e-10)
+    bound = FLOAT32_REAL_DEPTH if dtype == "float32" else 1e-10  # the issue's float64 bound
+    check_against_torchvision(framework, name, dtype, 224, (bound, bound))
