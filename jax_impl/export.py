@@ -35,6 +35,10 @@ def export_onnx(model, path, opset: int):
                              [jax.ShapeDtypeStruct(jax.export.symbolic_shape(
                                  ", ".join(["batch", *map(str, spec.input_shape)])), jnp.dtype(dtype_of(model)))],
                              opset=opset, input_names=[spec.input_kind], output_names=list(spec.output_names))
+    # jax2onnx computes Conv -> BatchNorm -> ReLU/Add chains in NCHW and folds away the transposes
+    # between them, but leaves those values annotated with their channels-last shapes, which strict
+    # shape inference rejects (ResNet: "(16) vs (4)"). The annotations are optional: ONNX re-infers them.
+    del proto.graph.value_info[:]
     onnx.save(proto, str(path))
 
 
