@@ -6,8 +6,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from parity.loops import epoch_means, run_epochs
-# Package-internal: the float64 scope of the adapter.
-from jax_impl.api import FRAMEWORK, _precision, dtype_of, loss_function
+# Package-internal: the float64 scope of the adapter, its train/eval switch.
+from jax_impl.api import FRAMEWORK, _precision, _set_mode, dtype_of, loss_function
 from jax_impl.data import batches
 from jax_impl.optimizers import build_optimizer
 
@@ -53,7 +53,7 @@ def train(model, opt_spec, data, *, loop, epochs, batch_size, seed, patience, pr
     optimizer = build_optimizer(model, opt_spec)
 
     def train_epoch(epoch):
-        model.train()
+        _set_mode(model, True)
         for inputs, targets in batches(data.x_train, data.y_train, batch_size=batch_size, seed=seed, epoch=epoch):
             loss, correct = _train_step(model, optimizer, inputs, targets)
             yield float(loss), int(correct), len(targets)

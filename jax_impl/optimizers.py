@@ -7,6 +7,8 @@ is chained from optax's own parts so momentum accumulates before lr (as torch) w
 `eps_in_sqrt=False`; Adagrad, whose optax form puts eps inside the root, is one small
 transformation (`_scale_by_root_sum_of_squares`). Schedules get float step counts (`_schedule`).
 """
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,10 +77,23 @@ def _transformation(opt_spec):
     return optax.chain(optax.add_decayed_weights(s.weight_decay), rule) if s.weight_decay else rule
 
 
+def _labels(frozen, params):
+    """The label of each Param path, "frozen" or "trained" (`params`: the state of Params or its arrays)."""
+    return nnx.from_flat_state([(path, "frozen" if path in frozen else "trained")
+                                for path, _ in nnx.to_flat_state(params)])
+
+
 def build_optimizer(model, opt_spec):
-    """An nnx.Optimizer over the model's Params with the optax transformation matching torch.optim."""
+    """An nnx.Optimizer over the model's Params with the optax transformation matching torch.optim.
+    Params marked by `jax_impl.transfer.freeze` are masked: optax.multi_transform gives them
+    optax.set_to_zero(), the rest the rule (optax's way to freeze part of a model)."""
+    tx = _transformation(opt_spec)
+    frozen = {path for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param))
+              if param.get_metadata().get("frozen")}
+    if frozen:
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, partial(_labels, frozen))
     with _precision(dtype_of(model)):
-        return nnx.Optimizer(model, _transformation(opt_spec), wrt=nnx.Param)
+        return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
 def apply_gradients(model, optimizer, grads):

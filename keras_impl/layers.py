@@ -22,7 +22,7 @@ class BatchNorm(keras.layers.BatchNormalization):
                                                    trainable=False, name="num_batches_tracked")
 
     def call(self, x, training=None, mask=None):
-        if not training:
+        if not (training and self.trainable):  # trainable=False: inference mode, like Keras' own layer
             return super().call(x, training=False)
         reduce_axes = tuple(range(len(x.shape) - 1))
         # Values per channel; dynamic, because model.fit traces with an unknown batch size.

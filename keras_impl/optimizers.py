@@ -175,12 +175,13 @@ def build_optimizer(model, opt_spec):
 
 
 def apply_gradients(model, optimizer, grads):
-    """One optimizer step from canonical gradients (numpy, named like the state)."""
+    """One optimizer step from canonical gradients (numpy, named like the state); frozen variables
+    (trainable False) are not passed: Keras' optimizer would update them all the same."""
     entries = layout(model.spec)
     native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     optimizer.apply_gradients([
         (ops.convert_to_tensor(layouts.to_native(FRAMEWORK, p.kind, grads[name], p.meta)), native[name])
-        for name, p in entries.items() if p.trainable])
+        for name, p in entries.items() if p.trainable and native[name].trainable])
 
 
 def learning_rates(opt_spec, steps):

@@ -15,6 +15,7 @@ from parity.params import Param
 from parity.specs import Spec, architectures, presets, spec
 from parity.state import check_state, init_state, layout, load_state, read_spec, save_state
 from parity.training import load_checkpoint, reference_trajectory, save_checkpoint, train_steps, train_trajectory
+from parity.transfer import Transfer, convert_checkpoint, transfer
 
 __all__ = [
     "FRAMEWORKS", "Check", "CheckpointError", "ExportError", "export", "run_exported", "FrameworkError", "InputError", "Param", "ParityError",
@@ -24,4 +25,5 @@ __all__ = [
     "OptimizerSpec", "learning_rate", "optimizer", "reference_step", "reference_trajectory", "train_trajectory",
     "train_steps", "save_checkpoint", "load_checkpoint",
     "Dataset", "load_dataset", "spec_for_dataset", "TrainResult", "plot_histories", "train",
+    "Transfer", "convert_checkpoint", "transfer",
 ]

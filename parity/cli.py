@@ -9,6 +9,8 @@
     parity bench NAME... [--mode all] [--task all]  throughput, eager and compiled, side by side
     parity report                                render saved results into docs/benchmarks.md
     parity train NAME --dataset digits [--framework all] [--plot curves.png]  train, side by side
+    parity convert MODEL.pth OUT.safetensors --arch NAME   a torchvision .pth as a safetensors checkpoint
+    parity train NAME --from CHECKPOINT --freeze backbone  fine-tune a new head on a frozen backbone
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from parity.errors import InputError, ParityError
 from parity.export import FORMATS
 from parity.frameworks import FRAMEWORKS
 from parity.specs import REGISTRY, architectures
+from parity.transfer import BATCH_NORM
 
 
 def _frameworks(text: str) -> tuple[str, ...]:
@@ -107,7 +110,24 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--patience", type=int, default=None, help="early stopping on validation loss")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--plot", default=None, metavar="PNG", help="overlaid loss curves of every run")
+    training.add_argument("--from", dest="checkpoint", default=None, metavar="CHECKPOINT",
+                          help="fine-tune this safetensors checkpoint (spec from its metadata, see parity convert) "
+                               "with a new head for the dataset's classes")
+    training.add_argument("--freeze", default=None, help="with --from: backbone (default), none, or module "
+                                                         "prefixes, comma-separated (layer1,layer2.0)")
+    training.add_argument("--bn", choices=BATCH_NORM, default=None,
+                          help="with --from: a frozen batch norm uses and keeps its running statistics (frozen, "
+                               "default) or normalises with batch statistics and updates them (train)")
     training.add_argument("--json", action="store_true")
+
+    converting = commands.add_parser("convert", help="a PyTorch .pth state dict (torchvision's format) as a "
+                                                     "safetensors checkpoint with its spec")
+    converting.add_argument("source", metavar="MODEL.pth")
+    converting.add_argument("out", metavar="OUT.safetensors")
+    converting.add_argument("--arch", required=True, help="the architecture the state dict is for, e.g. resnet18")
+    converting.add_argument("--preset", default=None, help="default: the reference size")
+    converting.add_argument("--num-classes", type=int, default=None,
+                            help="the checkpoint's class count (default: the preset's)")
 
     reporting = commands.add_parser("report", help="render saved benchmark results into docs/benchmarks.md")
     reporting.add_argument("--results", default="benchmarks/results")
@@ -304,6 +324,39 @@ def _bench(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from parity.specs import spec as make_spec
+    from parity.transfer import convert_checkpoint
+
+    classes = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    spec = make_spec(args.arch, args.preset, **classes)
+    print(convert_checkpoint(args.source, args.out, spec))
+    return 0
+
+
+def _fine_tuning(args, dataset):
+    """The `parity.transfer` of `parity train --from`: the checkpoint's spec and state, a new head for
+    the dataset's classes, the backbone frozen as --freeze and --bn say."""
+    from parity.errors import CheckpointError
+    from parity.state import load_state, read_spec
+    from parity.transfer import transfer
+
+    spec = read_spec(args.checkpoint)
+    if spec is None:
+        raise CheckpointError(f"--from {args.checkpoint!r}: expected a checkpoint with its spec in the metadata "
+                              f"(parity convert writes one), got none")
+    if spec.architecture != args.name:
+        raise InputError(f"--from {args.checkpoint!r}: expected a {args.name} checkpoint, got {spec.architecture}")
+    if args.preset is not None:
+        raise InputError(f"--preset: the spec comes from the --from checkpoint; expected no --preset, "
+                         f"got {args.preset!r}")
+    freeze = args.freeze or "backbone"
+    if freeze not in ("backbone", "none"):
+        freeze = [prefix.strip() for prefix in freeze.split(",") if prefix.strip()]
+    return transfer(spec, load_state(args.checkpoint, spec), dataset.num_classes, freeze,
+                    batch_norm=args.bn or "frozen", seed=args.seed)
+
+
 def _train(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -314,7 +367,14 @@ def _train(args) -> int:
     from parity.specs import spec as make_spec
 
     dataset = load_dataset(args.dataset, seed=args.seed)
-    spec = spec_for_dataset(make_spec(args.name, args.preset), dataset)
+    if args.checkpoint is not None:
+        fine_tuning = _fine_tuning(args, dataset)
+        spec, start = fine_tuning.spec, {"state": fine_tuning.state, "frozen": fine_tuning.frozen,
+                                         "batch_norm": fine_tuning.batch_norm}
+    elif args.freeze is not None or args.bn is not None:
+        raise InputError("--freeze and --bn freeze a loaded backbone: expected --from CHECKPOINT with them")
+    else:
+        spec, start = spec_for_dataset(make_spec(args.name, args.preset), dataset), {}
     hyper = {k: v for k, v in (("lr", args.lr), ("momentum", args.momentum), ("weight_decay", args.weight_decay))
              if v is not None}
     opt = optimizer(args.optimizer, **hyper)
@@ -322,7 +382,7 @@ def _train(args) -> int:
     if args.loop == "fit" and frameworks != ("keras",):
         raise InputError(f"--loop fit is Keras' model.fit: expected --framework keras, got {args.framework}")
     results = {fw: train(fw, spec, dataset, opt, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                         loop=args.loop, early_stopping_patience=args.patience) for fw in frameworks}
+                         loop=args.loop, early_stopping_patience=args.patience, **start) for fw in frameworks}
     if args.plot:
         plot_histories(results, args.plot)
     if args.json:
@@ -330,7 +390,10 @@ def _train(args) -> int:
                                "epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "seconds": r.seconds}
                           for fw, r in results.items()}, indent=1))
         return 0
-    table = Table(title=f"{args.name} on {args.dataset}: {args.optimizer} lr={args.lr}, batch {args.batch_size}")
+    origin = "" if args.checkpoint is None else (f", from {args.checkpoint} with {len(start['frozen'])} parameter "
+                                                 f"tensors frozen (batch norm {start['batch_norm']})")
+    table = Table(title=f"{args.name} on {args.dataset}: {args.optimizer} lr={args.lr}, "
+                        f"batch {args.batch_size}{origin}")
     for column in ("framework", "loop", "epochs", "best epoch", "final train loss", "final val loss",
                    "test accuracy", "seconds"):
         table.add_column(column, justify="left" if column in ("framework", "loop") else "right")
@@ -360,7 +423,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     commands = {"list": _list, "check": _check, "diff": _diff, "export": _export,
                 "run-exported": _run_exported, "export-matrix": _export_matrix, "bench": _bench,
-                "report": _report, "train": _train}
+                "report": _report, "train": _train, "convert": _convert}
     try:
         return commands[args.command](args)
     except ParityError as err:

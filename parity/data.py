@@ -11,7 +11,8 @@ or (B, C, H, W) images, float32 in [0, 1] or standardised, int64 class labels):
 `Dataset.for_spec(spec)` serves the view a model takes: images flattened to features for an
 MLP, or upsampled to the spec's image size for LeNet-5 (8x8 digits: x4 to 32x32, or x3 to 24x24
 zero-padded to 28x28, the way MNIST centres a 20x20 digit in 28x28; nearest-neighbour via
-np.kron, so every 8x8 pixel becomes a uniform block and no information is invented).
+np.kron, so every 8x8 pixel becomes a uniform block and no information is invented), and grey
+repeated into every channel of a colour model (a torchvision ResNet takes 3).
 
 `epoch_order` is the single source of the sample order: the torch Sampler, the tf.data pipeline
 and the JAX iterator (`*_impl/data.py`) all read it, so the three serve identical batches.
@@ -83,13 +84,26 @@ class Dataset:
         pads = ((0, 0), (0, 0), (pad_h // 2, pad_h // 2), (pad_w // 2, pad_w // 2))
         return self._map(f"{size}x{size}", lambda x: np.pad(np.kron(x, block), pads))
 
+    def as_channels(self, channels: int) -> Dataset:
+        """Grey images repeated into `channels` identical channels: the view a model made for colour
+        (a torchvision checkpoint takes RGB) has of a grey image."""
+        if self.input_kind != "image" or self.input_shape[0] != 1:
+            raise InputError(f"dataset {self.name!r}: expected 1-channel images (B, 1, H, W) to repeat into "
+                             f"{channels} channels, got {self.x_train.shape}")
+        return self._map(f"{channels}ch", lambda x: np.repeat(x, channels, axis=1))
+
     def for_spec(self, spec: Spec) -> Dataset:
-        """The view `spec`'s model takes (flattened or resized), checked against the spec."""
+        """The view `spec`'s model takes (flattened, or resized and grey repeated to its channels),
+        checked against the spec."""
         data = self
         if spec.input_kind == "features" and self.input_kind == "image":
             data = self.as_features()
-        elif spec.input_kind == "image" and self.input_kind == "image" and spec.input_shape != self.input_shape:
-            data = self.as_images(spec.input_shape[-1])
+        elif spec.input_kind == "image" and self.input_kind == "image":
+            channels, *size = spec.input_shape
+            if list(data.input_shape[1:]) != size:
+                data = data.as_images(size[-1])
+            if data.input_shape[0] != channels:
+                data = data.as_channels(channels)
         data.check_spec(spec)
         return data
 

@@ -25,6 +25,7 @@ from parity.frameworks import adapter, build, export_state, impl_module, load_st
 from parity.optimizers import OptimizerSpec, check_schedule_covers, require_optimizer_spec
 from parity.specs import Spec
 from parity.state import init_state
+from parity.transfer import check_frozen
 
 HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
@@ -190,21 +191,25 @@ def _check_schedule(spec: Spec, optimizer: OptimizerSpec, n_train: int, epochs: 
 
 def train(framework: str, spec: Spec, dataset: Dataset, optimizer: OptimizerSpec, *, epochs: int, batch_size: int,
           seed: int = 0, loop: str = "custom", early_stopping_patience: int | None = None, state: dict | None = None,
-          validation_fraction: float = 0.1) -> TrainResult:
+          validation_fraction: float = 0.1, frozen=(), batch_norm: str = "frozen") -> TrainResult:
     """Train `spec` on `dataset` in `framework` with the native `optimizer`.
 
     A seeded `validation_fraction` of the training split is held out for the per-epoch
     validation loss and accuracy (and early stopping); batches follow `parity.data.epoch_order`.
     The model starts from `state` (default `parity.init_state(spec, seed)`) and computes in its
-    dtype. `loop` is "custom" (every framework) or "fit" (Keras' `model.fit`).
+    dtype. `loop` is "custom" (every framework) or "fit" (Keras' `model.fit`). `frozen` parameters
+    (e.g. `parity.transfer(...).frozen`, with its `state`) are frozen natively and `batch_norm` says
+    what a frozen batch norm does (see parity.transfer).
     """
     loops = _loops(framework)
     _check(spec, dataset, optimizer, loop, loops.LOOPS, epochs, batch_size, early_stopping_patience,
            validation_fraction)
+    frozen, norms = check_frozen(spec, frozen, batch_norm)
     data = dataset.for_spec(spec)
     (x_train, y_train), (x_val, y_val) = split(data.x_train, data.y_train, validation_fraction, seed)
     _check_schedule(spec, optimizer, len(x_train), epochs, batch_size)
-    model = build(framework, spec, init_state(spec, seed) if state is None else state)
+    model = impl_module(framework, "transfer").freeze(
+        build(framework, spec, init_state(spec, seed) if state is None else state), frozen, norms)
     dtype = adapter(framework).dtype_of(model)
     arrays = TrainData(x_train.astype(dtype), y_train, x_val.astype(dtype), y_val)
 

@@ -49,23 +49,28 @@ def init_state(spec: Spec, seed: int = 0, dtype: str = "float32", *,
     notices a framework that ignores one of them (with 1/0/0/1 they are invisible).
     """
     dtype = _check_float_dtype(dtype)
-    state = {}
-    for name, param in layout(spec).items():
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        init = param.init
-        if random_norms and init.startswith("norm_"):
-            low, high = {"norm_weight": (0.5, 1.5), "norm_bias": (-0.5, 0.5),
-                         "norm_mean": (-0.5, 0.5), "norm_var": (0.5, 1.5)}[init]
-            value = rng.uniform(low, high, param.shape)
-        elif init == "uniform":
-            bound = 1.0 / np.sqrt(param.fan_in)
-            value = rng.uniform(-bound, bound, param.shape)
-        elif init in ("ones", "norm_weight", "norm_var"):
-            value = np.ones(param.shape)
-        else:  # zeros, norm_bias, norm_mean
-            value = np.zeros(param.shape)
-        state[name] = np.array(value, dtype=_param_dtype(param, dtype), order="C")
-    return state
+    return {name: init_tensor(name, param, seed, dtype, random_norms=random_norms)
+            for name, param in layout(spec).items()}
+
+
+def init_tensor(name: str, param: Param, seed: int = 0, dtype: str = "float32", *,
+                random_norms: bool = False) -> np.ndarray:
+    """One tensor of `init_state`, from its own (seed, name) stream: re-initialising a few tensors
+    (a new classifier head) gives exactly what `init_state` gives them."""
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    init = param.init
+    if random_norms and init.startswith("norm_"):
+        low, high = {"norm_weight": (0.5, 1.5), "norm_bias": (-0.5, 0.5),
+                     "norm_mean": (-0.5, 0.5), "norm_var": (0.5, 1.5)}[init]
+        value = rng.uniform(low, high, param.shape)
+    elif init == "uniform":
+        bound = 1.0 / np.sqrt(param.fan_in)
+        value = rng.uniform(-bound, bound, param.shape)
+    elif init in ("ones", "norm_weight", "norm_var"):
+        value = np.ones(param.shape)
+    else:  # zeros, norm_bias, norm_mean
+        value = np.zeros(param.shape)
+    return np.array(value, dtype=_param_dtype(param, dtype), order="C")
 
 
 def state_dtype(state: dict[str, np.ndarray]) -> str:

@@ -19,6 +19,7 @@ from parity.optimizers import (OptimizerSpec, check_schedule_covers, reference_s
 from parity.specs import Spec
 from parity.state import (SPEC_KEY, check_entries, check_state, layout, read_metadata, read_spec, read_tensors,
                           save_state)
+from parity.transfer import check_frozen
 
 _OPTIMIZER_KEY = "parity.optimizer"
 
@@ -54,13 +55,15 @@ def _check_optimizer_state(optimizer: OptimizerSpec, spec: Spec, optimizer_state
     return check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
 
 
-def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state):
+def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state,
+         frozen=(), batch_norm="frozen"):
     """Yield (model, native optimizer, impl module) after each native training step."""
     batches = list(batches)
     _check(spec, optimizer, batches)
+    frozen, norms = check_frozen(spec, frozen, batch_norm)
     state, batches = _as_dtype(state, batches, dtype)
     impl = _optimizers(framework)
-    model = build(framework, spec, state)
+    model = impl_module(framework, "transfer").freeze(build(framework, spec, state), frozen, norms)
     native = impl.build_optimizer(model, optimizer)
     if optimizer_state is not None:
         _check_optimizer_state(optimizer, spec, optimizer_state)
@@ -72,12 +75,15 @@ def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batc
 
 
 def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
-                     dtype: str | None = None, optimizer_state: dict | None = None) -> list[dict[str, np.ndarray]]:
+                     dtype: str | None = None, optimizer_state: dict | None = None, *, frozen=(),
+                     batch_norm: str = "frozen") -> list[dict[str, np.ndarray]]:
     """Train a native model from `state` with the native optimizer, one step per (inputs, targets)
     batch, in training mode (batch norm on batch statistics); the canonical state after each step.
-    `optimizer_state` (canonical, see `parity.optimizers.state_layout`) resumes an optimizer."""
-    return [export_state(framework, model)
-            for model, _, _ in _run(framework, spec, state, optimizer, batches, dtype, optimizer_state)]
+    `optimizer_state` (canonical, see `parity.optimizers.state_layout`) resumes an optimizer.
+    `frozen` parameters (e.g. `parity.transfer(...).frozen`) are frozen natively and `batch_norm`
+    says what a frozen batch norm does (see parity.transfer)."""
+    return [export_state(framework, model) for model, _, _ in _run(framework, spec, state, optimizer, batches,
+                                                                   dtype, optimizer_state, frozen, batch_norm)]
 
 
 def train_steps(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,

@@ -6,8 +6,8 @@ schedule steps itself after each update). Epochs, validation and early stopping:
 import torch
 
 from parity.loops import epoch_means, run_epochs
-# Package-internal: the device the adapter puts models on.
-from pytorch_impl.api import FRAMEWORK, _device, dtype_of, loss_function
+# Package-internal: the device the adapter puts models on, its train/eval switch.
+from pytorch_impl.api import FRAMEWORK, _device, _set_mode, dtype_of, loss_function
 from pytorch_impl.data import batches
 from pytorch_impl.optimizers import build_optimizer
 
@@ -40,7 +40,7 @@ def train(model, opt_spec, data, *, loop, epochs, batch_size, seed, patience, pr
     loss_fn = loss_function(model.spec.loss, dtype_of(model))
 
     def train_epoch(epoch):
-        model.train()
+        _set_mode(model, True)
         for inputs, targets in batches(data.x_train, data.y_train, batch_size=batch_size, seed=seed, epoch=epoch):
             inputs, targets = inputs.to(_device()), targets.to(_device())
             optimizer.zero_grad(set_to_none=True)

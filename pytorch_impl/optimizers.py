@@ -43,10 +43,11 @@ def build_optimizer(model, opt_spec):
 
 
 def apply_gradients(model, optimizer, grads):
-    """One optimizer step from canonical gradients (numpy, named like the state)."""
+    """One optimizer step from canonical gradients (numpy, named like the state); frozen parameters
+    (requires_grad False) get none."""
     params = dict(model.named_parameters())
     for name, param in layout(model.spec).items():
-        if param.trainable:
+        if param.trainable and params[name].requires_grad:
             params[name].grad = torch.from_numpy(np.array(grads[name])).to(params[name].device)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

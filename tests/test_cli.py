@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+import parity
 from parity.cli import main
 
 
@@ -15,7 +16,8 @@ def _wide_terminal(monkeypatch):
 def test_list(capsys):
     assert main(["list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["architecture"] for r in rows] == ["perceptron", "mlp", "lenet5"]
+    assert [r["architecture"] for r in rows] == parity.architectures()
+    assert [r["architecture"] for r in rows][:4] == ["perceptron", "mlp", "lenet5", "alexnet"]
 
 
 def test_check_prints_the_table_and_passes(capsys):
@@ -53,7 +55,8 @@ def test_diff_shows_every_module(capsys):
 
 def test_unknown_architecture_exits_2_with_the_valid_names(capsys):
     assert main(["check", "resnet9000"]) == 2
-    assert "registered: ['perceptron', 'mlp', 'lenet5']" in capsys.readouterr().err
+    assert "unknown architecture 'resnet9000'; registered: ['perceptron', 'mlp', 'lenet5', 'alexnet'," in (
+        capsys.readouterr().err)
 
 
 def test_unknown_framework_is_a_usage_error():
