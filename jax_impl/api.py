@@ -91,6 +91,13 @@ def _set_mode(model, train):
         model.set_attributes(lambda path, _: ".".join(map(str, path)) in norms, use_running_average=True)
 
 
+@nnx.jit
+def _call(model, x):
+    """The forward pass compiled as one program: op by op, JAX compiles every primitive for every
+    new shape (DenseNet's growing concatenations: 35 s for DenseNet-121 at 64x64)."""
+    return model(x)
+
+
 def forward(model, inputs, *, train=False, rng=None, trace=False):
     """Run the model on canonical numpy inputs; with `trace`, also every submodule's output."""
     if rng is not None:
@@ -107,7 +114,7 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
                            for path, value in nnx.to_flat_state(intermediates)
                            if path[-1] == "__call__" and len(path) > 1}
             else:
-                outputs = model(x)
+                outputs = _call(model, x)
             outputs = _to_numpy(outputs)
     finally:
         model.eval()
@@ -121,6 +128,14 @@ def loss_function(kind, dtype):
     return lambda logits, targets: optax.sigmoid_binary_cross_entropy(logits, targets).mean()
 
 
+@nnx.jit(static_argnames="kind")
+def _value_and_grad(model, x, y, kind):
+    """Compiled once per model structure, mode and batch shape: run op by op, JAX compiles every
+    primitive of the forward and backward pass separately (16 s for a tiny ResNet-50 step)."""
+    loss = loss_function(kind, x.dtype)
+    return nnx.value_and_grad(lambda model: loss(model(x)["logits"], y))(model)
+
+
 def loss_and_grads(model, inputs, targets, *, train=False):
     """Mean loss of the spec's kind and its gradient w.r.t. every parameter, canonical names."""
     _set_mode(model, train)
@@ -130,12 +145,7 @@ def loss_and_grads(model, inputs, targets, *, train=False):
             x = jnp.asarray(layouts.activation_to_native(FRAMEWORK, inputs))
             y = jnp.asarray(targets)
 
-            loss = loss_function(model.spec.loss, dtype_of(model))
-
-            def loss_fn(model):
-                return loss(model(x)["logits"], y)
-
-            value, grads = nnx.value_and_grad(loss_fn)(model)
+            value, grads = _value_and_grad(model, x, y, model.spec.loss)
             named = {_canonical_name(path): np.asarray(g[...]) for path, g in nnx.to_flat_state(grads)}
     finally:
         model.eval()

@@ -14,7 +14,8 @@ import numpy as np
 
 from parity import tolerances
 from parity.errors import InputError
-from parity.frameworks import FRAMEWORKS, build, export_state, forward, loss_and_grads, set_deterministic
+from parity.frameworks import (FRAMEWORKS, build, export_state, forward, load_state, loss_and_grads,
+                               set_deterministic)
 from parity.specs import Spec, spec as make_spec
 from parity.state import init_state, layout
 
@@ -154,8 +155,9 @@ def compare(name_or_spec, frameworks=FRAMEWORKS, preset: str | None = "tiny", dt
             after = export_state(framework, model)
             buffers[framework] = {n: after[n] for n, p in entries.items() if not p.trainable}
         if grads:
-            loss, gradients[framework] = loss_and_grads(framework, build(framework, spec, state),
-                                                        inputs, targets, train=train)
+            if train:  # the forward pass moved the batch-norm buffers: start the gradient from `state` too
+                load_state(framework, model, state)
+            loss, gradients[framework] = loss_and_grads(framework, model, inputs, targets, train=train)
             losses[framework] = {"loss": np.asarray(loss)}
 
     report = Report(spec.architecture, preset, dtype, train, frameworks, spec.to_dict(), notes=notes)

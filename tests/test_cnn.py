@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import parity
 from parity import layouts, tolerances
 from parity.specs.cnn import make_divisible
 
@@ -128,3 +129,79 @@ def test_channel_rounding_is_torchvisions(value, torchvision):
     """EfficientNet's widths: round to a multiple of 8, but never more than 10 % down."""
     from torchvision.models._utils import _make_divisible
     assert make_divisible(value) == _make_divisible(value, 8)
+
+
+def stochastic_depth(framework, p):
+    """(callable training-mode branch(x_nchw), the framework's layer) for StochasticDepth(p)."""
+    if framework == "torch":
+        from pytorch_impl.models.efficientnet import StochasticDepth
+        torch.manual_seed(0)
+        layer = StochasticDepth(p).train()
+        return lambda x: layer(torch.from_numpy(x)).numpy()
+    if framework == "keras":
+        import keras
+        from keras_impl.models.efficientnet import StochasticDepth
+        keras.utils.set_random_seed(0)
+        layer = StochasticDepth(p, dtype="float32")
+        return lambda x: run_keras(lambda y: layer(y, training=True), x)
+    from flax import nnx
+    from jax_impl.models.efficientnet import StochasticDepth
+    layer = StochasticDepth(p, rngs=nnx.Rngs(dropout=0))
+    layer.train()
+    return lambda x: layouts.activation_from_native("jax", np.asarray(layer(layouts.activation_to_native("jax", x))))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
+def test_stochastic_depth_drops_whole_examples_at_rate_p(framework):
+    """EfficientNet's residual branches in training mode (torchvision mode="row"): each example's
+    whole branch is kept with probability 1 - p and then scaled by 1 / (1 - p). The three random
+    streams differ, so this is statistical; exact training-mode checks run with p = 0."""
+    p, n = 0.3, 20_000
+    x = np.ones((n, 2, 3, 3), np.float32)
+    y = stochastic_depth(framework, p)(x)
+    per_example = y.reshape(n, -1)
+    assert np.all(per_example == per_example[:, :1])  # one draw per example, not per element
+    kept = per_example[:, 0] != 0
+    np.testing.assert_allclose(per_example[kept, 0], 1 / (1 - p), rtol=1e-6)
+    assert abs(kept.mean() - (1 - p)) < 4 * np.sqrt(p * (1 - p) / n)  # 4 standard errors
+
+
+def test_keras_symbolic_shapes_count_the_explicit_padding():
+    """Keras infers the shapes of a functional graph (keras.Input) from `compute_output_shape`,
+    not `call`: Conv2D's own ignores padding added in `call` (it reported 109 for a 7x7/2 conv
+    with torch's padding 3 on 224, not 112), so our padded layers override it."""
+    import keras
+    L = keras_layers()
+    x = keras.Input((224, 224, 3))
+    assert L.Conv2d(3, 8, 7, 2, 3, dtype="float32")(x).shape == (None, 112, 112, 8)
+    assert L.MaxPool2d(3, 2, 1, dtype="float32")(x).shape == (None, 112, 112, 3)
+
+
+# float32 trajectories of these tiny batch-norm nets drift apart ~10x per SGD step (measured at
+# lr 0.05, momentum 0.9: 2.5e-6, 3e-5, 1.5e-3 for ResNet-50 tiny): batch statistics over 8 values
+# per channel in the last stages amplify each framework's rounding. float64 shows the same growth
+# from 4e-14 (3.9e-12 after step 3), so it is conditioning, not a difference in the math: float32 is
+# checked on the first step, float64 on three.
+STEPS = {"float32": 1, "float64": 3}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["resnet18", "densenet121", *(pytest.param(name, marks=pytest.mark.slow)
+                                                                 for name in ("vgg11_bn", "resnet50", "efficientnet_b0"))])
+def test_training_steps_match_with_batch_norm(name, dtype):
+    """SGD-momentum steps in training mode from one state: parameters and the running statistics
+    each batch-norm layer updates stay equal across the frameworks, step by step."""
+    from parity.optimizers import TRAJECTORY, optimizer
+    from parity.training import train_trajectory
+    spec = parity.spec(name, "tiny").deterministic()
+    state = parity.init_state(spec, random_norms=True)
+    batches = [parity.example_batch(spec, 8, seed) for seed in range(STEPS[dtype])]
+    runs = {f: train_trajectory(f, spec, state, optimizer("sgd", lr=0.01, momentum=0.9), batches, dtype=dtype)
+            for f in parity.FRAMEWORKS}
+    for framework in ("keras", "jax"):
+        for step, (ours, reference) in enumerate(zip(runs[framework], runs["torch"])):
+            for key, value in reference.items():
+                error = tolerances.errors(ours[key], value)[1]
+                assert error <= TRAJECTORY[dtype].rtol, f"{framework} {key} after step {step + 1}: {error:.1e}"
+    counter = next(k for k in state if k.endswith("num_batches_tracked"))
+    assert all(int(runs[f][-1][counter]) == STEPS[dtype] for f in parity.FRAMEWORKS)

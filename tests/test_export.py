@@ -12,7 +12,12 @@ from parity.export_check import verify_architecture
 from parity.runtime import detect_format, run_exported
 
 
-@pytest.mark.parametrize("name", parity.architectures())
+# Deeper or wider members of a family export through the same ops as the first: -m slow.
+SAME_OPS_AS_ANOTHER = {"vgg11", "vgg16", "vgg16_bn", "resnet34", "resnet50", "resnet101"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_OPS_AS_ANOTHER else n
+                                  for n in parity.architectures()])
 def test_every_framework_and_format_matches_native_and_onnx_files_agree(name):
     results = verify_architecture(name)
     expected = sum(len(fws) for fws in FORMATS.values()) + 3  # + three ONNX cross-file pairs

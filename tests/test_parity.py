@@ -117,7 +117,7 @@ def test_dropout_keep_rate_and_inverted_scaling(framework):
 def test_train_mode_check_zeroes_dropout_and_says_so():
     report = parity.compare(parity.spec("mlp", "tiny", dropout=0.25), train=True)
     assert report.passed and report.spec["dropout"] == 0.0
-    assert any("dropout 0.25 set to 0" in note for note in report.notes)
+    assert any("{'dropout': 0.25} set to 0" in note for note in report.notes)
 
 
 def test_trace_names_the_first_divergent_module(monkeypatch):
