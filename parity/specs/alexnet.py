@@ -5,12 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from parity import params
-from parity.specs.base import Spec
-from parity.specs.cnn import conv_output_size, image_fields_valid
+from parity.specs.cnn import ImageSpec, conv_output_size
 
 
 @dataclasses.dataclass(frozen=True)
-class AlexNetSpec(Spec):
+class AlexNetSpec(ImageSpec):
     architecture = "alexnet"
     presets = {
         # 96x96 leaves 2x2 maps before the adaptive pool, so its 6x6 bins overlap (the case
@@ -20,9 +19,6 @@ class AlexNetSpec(Spec):
     }
     reference_preset = "alexnet"
     torchvision_presets = ("alexnet",)
-    input_kind = "image"
-    family = "cnn"
-    loss = "cross_entropy"
     stochastic_fields = ("dropout",)
     classifier = "classifier.6"
 
@@ -45,11 +41,7 @@ class AlexNetSpec(Spec):
         for name in ("num_classes", "in_channels", "hidden", "avgpool_size"):
             self._positive_int(name)
         self._probability("dropout")
-        image_fields_valid(self, self.feature_size)
-
-    @property
-    def input_shape(self):
-        return (self.in_channels, self.image_size, self.image_size)
+        self._image_fields()
 
     def _sizes(self) -> tuple[list[int], int]:
         """Side of each conv's output map, and of the maps handed to the adaptive pool."""

@@ -82,6 +82,12 @@ class Spec:
         self._require(isinstance(value, (int, float)) and not isinstance(value, bool)
                       and 0.0 <= value < 1.0, field, "a float in [0, 1)")
 
+    def _batch_norm_constants(self) -> None:
+        """`bn_eps` > 0 and `bn_momentum` in (0, 1), torch's convention (Keras and Flax use 1 - m)."""
+        self._positive_float("bn_eps")
+        self._require(isinstance(self.bn_momentum, float) and 0 < self.bn_momentum < 1,
+                      "bn_momentum", "a float in (0, 1) (torch convention)")
+
     def _positive_float(self, field: str) -> None:
         value = getattr(self, field)
         self._require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,

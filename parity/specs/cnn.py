@@ -1,6 +1,7 @@
 """Shape arithmetic and validation shared by the CNN specs (torchvision's conventions)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from parity.specs.base import Spec
@@ -23,10 +24,26 @@ def scaled_depth(num_layers: int, depth_mult: float) -> int:
     return int(math.ceil(num_layers * depth_mult))
 
 
-def image_fields_valid(spec: Spec, feature_size) -> None:
-    """`image_size` and `in_channels` are positive and leave at least 1x1 maps at the end."""
-    spec._positive_int("in_channels")
-    spec._positive_int("image_size")
-    final = feature_size()
-    spec._require(final >= 1, "image_size", f"a size the network does not shrink below 1x1 "
-                                            f"(it leaves {final}x{final})")
+@dataclasses.dataclass(frozen=True)
+class ImageSpec(Spec):
+    """The CNN families: (C, H, W) square images, class logits, one docs page (docs/cnn.md).
+    Subclasses have `in_channels` and `image_size` fields and say how far they shrink an image."""
+    input_kind = "image"
+    loss = "cross_entropy"
+    family = "cnn"
+
+    @property
+    def input_shape(self):
+        return (self.in_channels, self.image_size, self.image_size)
+
+    def feature_size(self) -> int:
+        """Side of the last feature map, before the classifier's pooling."""
+        raise NotImplementedError
+
+    def _image_fields(self) -> None:
+        """`image_size` and `in_channels` are positive and leave at least 1x1 maps at the end."""
+        self._positive_int("in_channels")
+        self._positive_int("image_size")
+        final = self.feature_size()
+        self._require(final >= 1, "image_size", f"a size the network does not shrink below 1x1 "
+                                                f"(it leaves {final}x{final})")

@@ -5,15 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 from parity import params
-from parity.specs.base import Spec
-from parity.specs.cnn import conv_output_size, image_fields_valid
+from parity.specs.cnn import ImageSpec, conv_output_size
 
 
 @dataclasses.dataclass(frozen=True)
-class DenseNetSpec(Spec):
-    input_kind = "image"
-    family = "cnn"
-    loss = "cross_entropy"
+class DenseNetSpec(ImageSpec):
     stochastic_fields = ("drop_rate",)
     classifier = "classifier"
 
@@ -36,14 +32,8 @@ class DenseNetSpec(Spec):
         for name in ("growth_rate", "num_init_features", "bn_size", "num_classes"):
             self._positive_int(name)
         self._probability("drop_rate")
-        self._positive_float("bn_eps")
-        self._require(isinstance(self.bn_momentum, float) and 0 < self.bn_momentum < 1,
-                      "bn_momentum", "a float in (0, 1) (torch convention)")
-        image_fields_valid(self, self.feature_size)
-
-    @property
-    def input_shape(self):
-        return (self.in_channels, self.image_size, self.image_size)
+        self._batch_norm_constants()
+        self._image_fields()
 
     @property
     def stem_size(self) -> int:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from parity import params
-from parity.specs.base import Spec
-from parity.specs.cnn import conv_output_size, image_fields_valid, make_divisible, scaled_depth
+from parity.specs.cnn import ImageSpec, conv_output_size, make_divisible, scaled_depth
 
 # EfficientNet-B0's stages: (expand_ratio, kernel, stride, in_channels, out_channels, layers).
 B0_STAGES = ((1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
@@ -43,10 +42,7 @@ class Block:
 
 
 @dataclasses.dataclass(frozen=True)
-class EfficientNetSpec(Spec):
-    input_kind = "image"
-    family = "cnn"
-    loss = "cross_entropy"
+class EfficientNetSpec(ImageSpec):
     stochastic_fields = ("dropout", "stochastic_depth_prob")
     classifier = "classifier.1"
 
@@ -66,14 +62,8 @@ class EfficientNetSpec(Spec):
         self._probability("dropout")
         self._probability("stochastic_depth_prob")
         self._positive_int("num_classes")
-        self._positive_float("bn_eps")
-        self._require(isinstance(self.bn_momentum, float) and 0 < self.bn_momentum < 1,
-                      "bn_momentum", "a float in (0, 1) (torch convention)")
-        image_fields_valid(self, self.feature_size)
-
-    @property
-    def input_shape(self):
-        return (self.in_channels, self.image_size, self.image_size)
+        self._batch_norm_constants()
+        self._image_fields()
 
     @property
     def stem_channels(self) -> int:

@@ -46,9 +46,7 @@ class MLPSpec(Spec):
                       "negative_slope", "a float >= 0")
         self._probability("dropout")
         self._require(isinstance(self.batch_norm, bool), "batch_norm", "a bool")
-        self._positive_float("bn_eps")
-        self._require(isinstance(self.bn_momentum, float) and 0 < self.bn_momentum < 1,
-                      "bn_momentum", "a float in (0, 1) (torch convention)")
+        self._batch_norm_constants()
 
     @property
     def input_shape(self):

@@ -5,17 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 from parity import params
-from parity.specs.base import Spec
-from parity.specs.cnn import conv_output_size, image_fields_valid
+from parity.specs.cnn import ImageSpec, conv_output_size
 
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
 @dataclasses.dataclass(frozen=True)
-class ResNetSpec(Spec):
-    input_kind = "image"
-    family = "cnn"
-    loss = "cross_entropy"
+class ResNetSpec(ImageSpec):
     classifier = "fc"
 
     block: str = "basic"  # "basic" (two 3x3 convs) or "bottleneck" (1x1, 3x3, 1x1)
@@ -45,14 +41,8 @@ class ResNetSpec(Spec):
         self._require(self.block == "bottleneck" or self.width_per_group == 64, "width_per_group",
                       "64 for basic blocks (torchvision's restriction)")
         self._positive_int("width_per_group")
-        self._positive_float("bn_eps")
-        self._require(isinstance(self.bn_momentum, float) and 0 < self.bn_momentum < 1,
-                      "bn_momentum", "a float in (0, 1) (torch convention)")
-        image_fields_valid(self, self.feature_size)
-
-    @property
-    def input_shape(self):
-        return (self.in_channels, self.image_size, self.image_size)
+        self._batch_norm_constants()
+        self._image_fields()
 
     @property
     def expansion(self) -> int:

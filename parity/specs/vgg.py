@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from parity import params
-from parity.specs.base import Spec
-from parity.specs.cnn import image_fields_valid
+from parity.specs.cnn import ImageSpec
 
 POOL = "M"  # a 2x2/2 max-pool in a configuration; numbers are 3x3 conv widths
 CFG_A = (64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL)
@@ -18,10 +17,7 @@ def _narrow(cfg, divisor):
 
 
 @dataclasses.dataclass(frozen=True)
-class VGGSpec(Spec):
-    input_kind = "image"
-    family = "cnn"
-    loss = "cross_entropy"
+class VGGSpec(ImageSpec):
     stochastic_fields = ("dropout",)
     classifier = "classifier.6"
 
@@ -44,14 +40,8 @@ class VGGSpec(Spec):
         for name in ("num_classes", "hidden", "avgpool_size"):
             self._positive_int(name)
         self._probability("dropout")
-        self._positive_float("bn_eps")
-        self._require(isinstance(self.bn_momentum, float) and 0 < self.bn_momentum < 1,
-                      "bn_momentum", "a float in (0, 1) (torch convention)")
-        image_fields_valid(self, self.feature_size)
-
-    @property
-    def input_shape(self):
-        return (self.in_channels, self.image_size, self.image_size)
+        self._batch_norm_constants()
+        self._image_fields()
 
     def feature_size(self) -> int:
         return self.image_size // 2 ** self.cfg.count(POOL)
