@@ -194,7 +194,8 @@ def save_results(results: list[BenchResult], root="benchmarks/results") -> Path:
     folder = Path(root) / results[0].device
     folder.mkdir(parents=True, exist_ok=True)
     stamp = _datetime.datetime.now(_datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = folder / f"bench-{stamp}.json"
+    frameworks = "-".join(dict.fromkeys(r.framework for r in results))  # parallel runs never collide
+    path = folder / f"bench-{stamp}-{frameworks}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps([r.to_dict() for r in results], indent=1))
     os.replace(tmp, path)

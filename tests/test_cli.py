@@ -71,3 +71,13 @@ def test_console_script_runs_without_loading_frameworks_for_list():
                              "('torch', 'tensorflow', 'keras', 'jax', 'flax')))"],
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip().endswith("[]")
+
+
+def test_bench_times_each_framework_in_its_own_process(capsys, tmp_path):
+    """Several frameworks: one subprocess each (idle thread pools of one framework slow the next)."""
+    assert main(["bench", "perceptron", "--preset", "tiny", "--framework", "torch,jax", "--mode", "eager",
+                 "--task", "inference", "--batch", "4", "--rounds", "1", "--json", "--save", str(tmp_path)]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["framework"], r["mode"], r["task"]) for r in rows] == [("torch", "eager", "inference"),
+                                                                      ("jax", "eager", "inference")]
+    assert len(list(tmp_path.glob("*/bench-*.json"))) == 2  # each process saved its own results
