@@ -22,7 +22,8 @@ FLOAT32_224 = 1e-4  # the issue's bound for float32 at 224x224
 # float32 training mode at real depth: each of 20-104 batch norms divides by a batch std estimated from
 # few values (B x H x W = 4 x 2 x 2 in ResNet's last stage at 64x64) and so amplifies the frameworks'
 # different rounding. Measured worst 2.0e-4 (ResNet-101), 3.9e-5 (ResNet-50), 4.0e-4 for ResNet-50 at
-# 32x32 (4 values per channel); the same checks agree to 7.8e-13 in float64: conditioning, not math.
+# 32x32 (4 values per channel); running variances 1.1e-5 (ResNet-101, 224x224); the same checks agree to
+# 7.8e-13 in float64: conditioning, not math.
 FLOAT32_TRAIN_REAL_DEPTH = 5e-4
 
 
@@ -73,8 +74,8 @@ def check_against_torchvision(framework, name, dtype, image_size, tolerances_eva
         got = parity.forward(framework, model, inputs, train=train)["logits"]
         assert tolerances.errors(got, want)[1] <= tolerance, f"{'train' if train else 'eval'} logits"
     after = parity.export_state(framework, model)
-    for key, want in buffers.items():
-        assert tolerances.errors(after[key], want)[1] <= tolerances.BUFFER[dtype].rtol, key
+    for key, want in buffers.items():  # moved by the training-mode pass: its conditioning, its bound
+        assert tolerances.errors(after[key], want)[1] <= tolerances_eval_train[1], key
 
 
 # One network per family and block type in the default run; every one under -m slow.
