@@ -137,8 +137,7 @@ def compare(name_or_spec, frameworks=FRAMEWORKS, preset: str | None = "tiny", dt
     preset = None if isinstance(name_or_spec, Spec) else preset
     notes = []
     if train and spec.deterministic() != spec:
-        rates = {name: getattr(spec, name) for name in spec.stochastic_fields}
-        notes.append(f"{rates} set to 0 for the exact training-mode check: the three frameworks' "
+        notes.append(f"{spec.stochastic_rates()} set to 0 for the exact training-mode check: the three frameworks' "
                      f"random streams cannot match (tests check keep-rate and scaling)")
         spec = spec.deterministic()
     set_deterministic(frameworks)

@@ -43,9 +43,8 @@ def _as_dtype(state: dict, batches: list, dtype: str | None):
 def _check(spec: Spec, optimizer: OptimizerSpec, batches: list) -> None:
     require_optimizer_spec(optimizer)
     if spec.deterministic() != spec:
-        rates = {name: getattr(spec, name) for name in spec.stochastic_fields}
         raise InputError(f"{spec.architecture}: expected every dropout-like rate 0 for a trajectory (the "
-                         f"frameworks' random streams differ; use spec.deterministic()), got {rates}")
+                         f"frameworks' random streams differ; use spec.deterministic()), got {spec.stochastic_rates()}")
     if not batches:
         raise InputError("batches: expected a non-empty list of (inputs, targets), got none")
     check_schedule_covers(optimizer, len(batches))

@@ -51,6 +51,10 @@ class Spec:
     def to_dict(self) -> dict[str, Any]:
         return {"architecture": self.architecture, **dataclasses.asdict(self)}
 
+    def stochastic_rates(self) -> dict[str, float]:
+        """Every dropout-like rate of this spec, by field name (all 0 in a deterministic spec)."""
+        return {name: getattr(self, name) for name in self.stochastic_fields}
+
     def deterministic(self) -> "Spec":
         """This spec with every dropout-like rate at 0: the frameworks' random streams cannot
         match, so exact training-mode checks run without them (tests check them statistically)."""
