@@ -49,14 +49,9 @@ def dtype_of(model) -> str:
     return next(v for _, v in _named_variables(model).items() if jnp.issubdtype(v.dtype, jnp.floating)).dtype.name
 
 
-def _canonical_name(path) -> str:
-    *modules, leaf = (str(p) for p in path)
-    return ".".join([*modules, layouts.canonical_leaf(FRAMEWORK, leaf)])
-
-
 def _named_variables(model):
     """Canonical name -> nnx Variable, for every Param and BatchStat."""
-    return {_canonical_name(path): node for path, node in nnx.iter_graph(model)
+    return {layouts.canonical_name(FRAMEWORK, path): node for path, node in nnx.iter_graph(model)
             if isinstance(node, (nnx.Param, nnx.BatchStat))}
 
 
@@ -78,8 +73,17 @@ def export_state(model):
         dtype if p.dtype == "float" else p.dtype) for name, p in entries.items()}
 
 
-def _to_numpy(tree):
-    return {name: layouts.activation_from_native(FRAMEWORK, np.asarray(value)) for name, value in tree.items()}
+def _to_numpy(tree, input_kind):
+    return {name: layouts.activation_from_native(FRAMEWORK, np.asarray(value), input_kind)
+            for name, value in tree.items()}
+
+
+def _native_inputs(spec, inputs):
+    """Canonical numpy inputs (one array, or named arrays) -> (main input, keyword inputs) in the
+    framework's layout."""
+    named = {name: jnp.asarray(layouts.activation_to_native(FRAMEWORK, value, spec.input_kind)) for name, value in (
+        inputs if isinstance(inputs, dict) else {spec.input_kind: inputs}).items()}
+    return named.pop(spec.input_kind), named
 
 
 def _set_mode(model, train):
@@ -92,10 +96,10 @@ def _set_mode(model, train):
 
 
 @nnx.jit
-def _call(model, x):
+def _call(model, x, extra):
     """The forward pass compiled as one program: op by op, JAX compiles every primitive for every
     new shape (DenseNet's growing concatenations: 35 s for DenseNet-121 at 64x64)."""
-    return model(x)
+    return model(x, **extra)
 
 
 def forward(model, inputs, *, train=False, rng=None, trace=False):
@@ -105,35 +109,37 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     _set_mode(model, train)
     try:
         with _precision(dtype_of(model)):
-            x = jnp.asarray(layouts.activation_to_native(FRAMEWORK, inputs))
+            x, extra = _native_inputs(model.spec, inputs)
             if trace:
                 # nnx.capture sows every submodule method's output as an Intermediate.
                 outputs, intermediates = nnx.capture(model, nnx.Intermediate,
-                                                     method_outputs=nnx.Intermediate)(x)
+                                                     method_outputs=nnx.Intermediate)(x, **extra)
                 records = {".".join(str(p) for p in path[:-1]): value.get_value()[-1]
                            for path, value in nnx.to_flat_state(intermediates)
                            if path[-1] == "__call__" and len(path) > 1}
             else:
-                outputs = _call(model, x)
-            outputs = _to_numpy(outputs)
+                outputs = _call(model, x, extra)
+            outputs = _to_numpy(outputs, model.spec.input_kind)
     finally:
         model.eval()
-    return (outputs, _to_numpy(records)) if trace else outputs
+    return (outputs, _to_numpy(records, model.spec.input_kind)) if trace else outputs
 
 
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":
         return lambda logits, targets: optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    if kind == "mse":
+        return lambda prediction, targets: jnp.mean(optax.squared_error(prediction, targets))
     return lambda logits, targets: optax.sigmoid_binary_cross_entropy(logits, targets).mean()
 
 
-@nnx.jit(static_argnames="kind")
-def _value_and_grad(model, x, y, kind):
+@nnx.jit(static_argnames=("kind", "output"))
+def _value_and_grad(model, x, extra, y, kind, output):
     """Compiled once per model structure, mode and batch shape: run op by op, JAX compiles every
     primitive of the forward and backward pass separately (16 s for a tiny ResNet-50 step)."""
     loss = loss_function(kind, x.dtype)
-    return nnx.value_and_grad(lambda model: loss(model(x)["logits"], y))(model)
+    return nnx.value_and_grad(lambda model: loss(model(x, **extra)[output], y))(model)
 
 
 def loss_and_grads(model, inputs, targets, *, train=False):
@@ -142,11 +148,10 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     entries = layout(model.spec)
     try:
         with _precision(dtype_of(model)):
-            x = jnp.asarray(layouts.activation_to_native(FRAMEWORK, inputs))
+            x, extra = _native_inputs(model.spec, inputs)
             y = jnp.asarray(targets)
-
-            value, grads = _value_and_grad(model, x, y, model.spec.loss)
-            named = {_canonical_name(path): np.asarray(g[...]) for path, g in nnx.to_flat_state(grads)}
+            value, grads = _value_and_grad(model, x, extra, y, model.spec.loss, model.spec.loss_output)
+            named = {layouts.canonical_name(FRAMEWORK, path): np.asarray(g[...]) for path, g in nnx.to_flat_state(grads)}
     finally:
         model.eval()
     return float(value), {name: layouts.from_native(FRAMEWORK, p.kind, named[name], p.meta)

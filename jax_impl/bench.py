@@ -21,7 +21,7 @@ def device_name(device: str) -> str:
 def to_device(model, arrays, device: str):
     """Channels-last inputs, on the device, once, before timing."""
     target = jax.devices("gpu" if device == "gpu" else "cpu")[0]
-    return [jax.device_put(jnp.asarray(layouts.activation_to_native("jax", a)), target) for a in arrays]
+    return [jax.device_put(jnp.asarray(layouts.activation_to_native("jax", a, model.spec.input_kind)), target) for a in arrays]
 
 
 def inference_step(model, compiled: bool):

@@ -10,7 +10,7 @@ from jax_impl.api import FRAMEWORK
 
 def batches(x, y, *, batch_size, seed=0, epoch=0, shuffle=True, drop_last=False):
     """One epoch of (x, y) numpy batches, channels-last, in the order of `parity.data.sample_order`."""
-    x = layouts.activation_to_native(FRAMEWORK, x)
+    x = layouts.activation_to_native(FRAMEWORK, x, "image")  # datasets hold features or images
     order = sample_order(len(x), seed, epoch, shuffle)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):

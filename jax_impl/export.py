@@ -15,7 +15,7 @@ from jax_impl.api import dtype_of
 def _pure_function(model, outputs_as_dict: bool):
     spec = model.spec
     graphdef, state = nnx.split(model)
-    permutation = layouts.input_permutation("jax", len(spec.input_shape) + 1)
+    permutation = layouts.input_permutation("jax", len(spec.input_shape) + 1, spec.input_kind)
 
     def forward(x):
         outputs = nnx.merge(graphdef, state)(x if permutation is None else jnp.transpose(x, permutation))

@@ -19,7 +19,7 @@ from parity import layouts
 from parity.optimizers import state_layout
 from parity.state import layout
 # Package-internal helpers of the adapter: canonical names of nnx paths, float64 scope.
-from jax_impl.api import FRAMEWORK, _canonical_name, _precision, dtype_of
+from jax_impl.api import FRAMEWORK, _precision, dtype_of
 
 
 def _schedule(opt_spec):
@@ -102,7 +102,7 @@ def apply_gradients(model, optimizer, grads):
     with _precision(dtype_of(model)):
         native = []
         for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-            name = _canonical_name(path)
+            name = layouts.canonical_name(FRAMEWORK, path)
             grad = layouts.to_native(FRAMEWORK, entries[name].kind, grads[name], entries[name].meta)
             native.append((path, param.replace(jnp.asarray(grad))))
         optimizer.update(model, nnx.from_flat_state(native))
@@ -130,7 +130,7 @@ _OPTAX_SLOTS = {
 
 def _named_optimizer_state(model, optimizer, opt_spec):
     """Canonical name -> the nnx variable holding it; "optimizer.count" for optax's own counters."""
-    params = {tuple(path): _canonical_name(path) for path, node in nnx.iter_graph(model)
+    params = {tuple(path): layouts.canonical_name(FRAMEWORK, path) for path, node in nnx.iter_graph(model)
               if isinstance(node, nnx.Param)}
     fields = _OPTAX_SLOTS[opt_spec.name]
     named = {"optimizer.step": optimizer.step}

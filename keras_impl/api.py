@@ -24,7 +24,7 @@ def set_deterministic():
 
 def build(spec, dtype="float32"):
     model = MODELS[spec.architecture](spec, dtype)
-    model(layouts.activation_to_native(FRAMEWORK, np.zeros((1, *spec.input_shape), dtype)))  # creates variables
+    model(layouts.activation_to_native(FRAMEWORK, np.zeros((1, *spec.input_shape), dtype), spec.input_kind))  # creates variables
     return model
 
 
@@ -52,7 +52,7 @@ def _named_variables(model):
         owned = {id(v) for _, child in _named_layers(layer) for v in child.weights}
         for variable in layer.weights:
             if id(variable) not in owned:
-                named[f"{path}.{layouts.canonical_leaf(FRAMEWORK, variable.name)}"] = variable
+                named[layouts.canonical_name(FRAMEWORK, (*path.split("."), variable.name))] = variable
     return named
 
 
@@ -95,20 +95,29 @@ def _recording(model, records):
             vars(layer).pop("call", None)
 
 
-def _to_numpy(tree):
-    return {name: layouts.activation_from_native(FRAMEWORK, np.asarray(value)) for name, value in tree.items()}
+def _to_numpy(tree, input_kind):
+    return {name: layouts.activation_from_native(FRAMEWORK, np.asarray(value), input_kind)
+            for name, value in tree.items()}
+
+
+def _native_inputs(spec, inputs):
+    """Canonical numpy inputs (one array, or named arrays) -> (main input, keyword inputs) in the
+    framework's layout."""
+    named = {name: layouts.activation_to_native(FRAMEWORK, value, spec.input_kind) for name, value in (
+        inputs if isinstance(inputs, dict) else {spec.input_kind: inputs}).items()}
+    return named.pop(spec.input_kind), named
 
 
 def forward(model, inputs, *, train=False, rng=None, trace=False):
     """Run the model on canonical numpy inputs; with `trace`, also every sublayer's output."""
     if rng is not None:
         keras.utils.set_random_seed(rng)
-    x = layouts.activation_to_native(FRAMEWORK, inputs)
+    x, extra = _native_inputs(model.spec, inputs)
     records = {}
     with _recording(model, records) if trace else contextlib.nullcontext():
-        outputs = model(x, training=train)
-    outputs = _to_numpy(outputs)
-    return (outputs, _to_numpy(records)) if trace else outputs
+        outputs = model(x, training=train, **extra)
+    outputs = _to_numpy(outputs, model.spec.input_kind)
+    return (outputs, _to_numpy(records, model.spec.input_kind)) if trace else outputs
 
 
 def loss_function(kind, dtype):
@@ -116,6 +125,8 @@ def loss_function(kind, dtype):
     # The loss's dtype must be the model's: Keras losses default to float32 and cast down.
     if kind == "cross_entropy":
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    elif kind == "mse":
+        loss = keras.losses.MeanSquaredError(dtype=dtype)
     else:
         loss = keras.losses.BinaryCrossentropy(from_logits=True, dtype=dtype)
     return lambda logits, targets: loss(targets, logits)
@@ -127,9 +138,9 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     native = match_native_names(FRAMEWORK, model.spec, _named_variables(model))
     trainable = [name for name, p in entries.items() if p.trainable]
     loss_fn = loss_function(model.spec.loss, dtype_of(model))
-    x = layouts.activation_to_native(FRAMEWORK, inputs)
+    x, extra = _native_inputs(model.spec, inputs)
     with tf.GradientTape() as tape:
-        loss = loss_fn(model(x, training=train)["logits"], targets)
+        loss = loss_fn(model(x, training=train, **extra)[model.spec.loss_output], targets)
     grads = tape.gradient(loss, [native[name] for name in trainable],
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return float(loss), {name: layouts.from_native(FRAMEWORK, entries[name].kind, np.asarray(g), entries[name].meta)

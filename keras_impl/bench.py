@@ -23,7 +23,7 @@ def device_name(device: str) -> str:
 def to_device(model, arrays, device: str):
     """Channels-last inputs, as tensors on the device, once, before timing."""
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
-        return [tf.constant(layouts.activation_to_native("keras", a)) for a in arrays]
+        return [tf.constant(layouts.activation_to_native("keras", a, model.spec.input_kind)) for a in arrays]
 
 
 def inference_step(model, compiled: bool):

@@ -16,7 +16,7 @@ from parity import layouts
 
 def _serving_function(model, outputs_as_dict: bool):
     spec = model.spec
-    permutation = layouts.input_permutation("keras", len(spec.input_shape) + 1)
+    permutation = layouts.input_permutation("keras", len(spec.input_shape) + 1, spec.input_kind)
     signature = [tf.TensorSpec((None, *spec.input_shape), model.dtype_policy.variable_dtype, name=spec.input_kind)]
 
     @tf.function(input_signature=signature)

@@ -3,8 +3,10 @@ every matmul and convolution (elementwise work — bias adds, activations, norma
 pooling — is not counted; it is memory-bound and profilers leave it out too).
 
 A training step is the forward pass plus the backward pass: every layer computes its weight
-gradient (as many FLOPs as its forward) and, except the first layer, its input gradient
-(the same again); the first layer's input needs no gradient.
+gradient (as many FLOPs as its forward) and its input gradient (the same again), except a
+layer reading the model's input (the first one; each direction's input weights of a recurrent
+layer 0), whose input needs no gradient. A recurrent weight counts once per time step; the
+hidden-to-hidden one needs no input gradient at the first step (the initial state is an input).
 `tests/test_flops.py` checks these against hand counts and against torch's FlopCounterMode.
 """
 from __future__ import annotations
@@ -20,20 +22,24 @@ _PER_PIXEL = {"linear": False, "flatten_linear": False, "conv2d": True, "depthwi
 
 @dataclass(frozen=True)
 class LayerFlops:
-    name: str  # canonical module path
+    weight: str  # canonical name of the layer's weight
     macs: int  # multiply-adds per example, forward
+    input_grad_macs: int  # multiply-adds per example of the gradient of the layer's input
 
 
 def layer_flops(spec: Spec) -> list[LayerFlops]:
     """Every matmul and convolution in execution order (the first one sees the raw input), from
     the layout: a Linear does out x in MACs per example, a convolution out x in/groups x k x k
-    per output pixel (the layout records each conv's output size)."""
+    per output pixel (the layout records each conv's output size), a recurrent weight out x in
+    per time step (its `steps`)."""
     layers = []
     for name, param in spec.layout().items():
-        if not name.endswith(".weight") or param.kind not in _PER_PIXEL:
+        if param.kind not in _PER_PIXEL:
             continue
-        pixels = param.meta["output_size"] ** 2 if _PER_PIXEL[param.kind] else 1
-        layers.append(LayerFlops(name.removesuffix(".weight"), math.prod(param.shape) * pixels))
+        repeats = param.meta["output_size"] ** 2 if _PER_PIXEL[param.kind] else param.meta.get("steps", 1)
+        input_grad = bool(layers) and not param.meta.get("reads_model_input", False)
+        input_grad_repeats = param.meta.get("input_grad_steps", repeats) if input_grad else 0
+        layers.append(LayerFlops(name, math.prod(param.shape) * repeats, math.prod(param.shape) * input_grad_repeats))
     return layers
 
 
@@ -44,5 +50,5 @@ def forward_flops(spec: Spec, batch: int = 1) -> int:
 def train_step_flops(spec: Spec, batch: int = 1) -> int:
     layers = layer_flops(spec)
     weight_grads = sum(layer.macs for layer in layers)
-    input_grads = sum(layer.macs for layer in layers[1:])
+    input_grads = sum(layer.input_grad_macs for layer in layers)
     return forward_flops(spec, batch) + 2 * batch * (weight_grads + input_grads)

@@ -71,30 +71,73 @@ def export_state(framework: str, model) -> dict[str, np.ndarray]:
     return adapter(framework).export_state(model)
 
 
-def _check_inputs(spec: Spec, dtype: str, inputs) -> np.ndarray:
-    if isinstance(inputs, dict):  # named inputs: these models take one, keyed by its kind
-        if list(inputs) != [spec.input_kind]:
-            raise InputError(f"{spec.architecture} inputs: expected a dict with the key {[spec.input_kind]} "
+def _check_array(spec: Spec, what: str, value, dtype: str, expected: tuple, layout: str) -> np.ndarray:
+    """`value` is a finite numpy array of `dtype` and shape `expected` ("B", "T" and ints)."""
+    if not isinstance(value, np.ndarray):
+        raise InputError(f"{spec.architecture} {what}: expected a numpy array, got {type(value).__name__}")
+    fixed = [(i, size) for i, size in enumerate(expected) if isinstance(size, int)]
+    if value.ndim != len(expected) or any(value.shape[i] != size for i, size in fixed) or 0 in value.shape:
+        raise InputError(f"{spec.architecture} {what}: expected shape {tuple(expected)} {layout}, got {value.shape}")
+    if value.dtype != np.dtype(dtype):
+        raise InputError(f"{spec.architecture} {what}: expected dtype {dtype} (the model's), got {value.dtype}")
+    if not np.all(np.isfinite(value)):
+        raise InputError(f"{spec.architecture} {what}: expected finite values, got NaN/inf")
+    return np.ascontiguousarray(value)
+
+
+def _check_sequence_inputs(spec: Spec, dtype: str, inputs: dict) -> dict[str, np.ndarray]:
+    """A recurrent layer's named inputs: `sequence` (B, T, F) and optionally `lengths` (B,) in
+    [1, T] and initial states (num_layers * directions, B, hidden)."""
+    sequence = _check_array(spec, "inputs['sequence']", inputs["sequence"], dtype,
+                            ("B", "T", spec.input_size), "(batch, time, features), batch first")
+    batch, steps = sequence.shape[:2]
+    checked = {"sequence": sequence}
+    if inputs.get("lengths") is not None:
+        lengths = inputs["lengths"]
+        if not isinstance(lengths, np.ndarray) or lengths.shape != (batch,) or not np.issubdtype(
+                lengths.dtype, np.integer):
+            raise InputError(f"{spec.architecture} inputs['lengths']: expected integers of shape ({batch},), "
+                             f"got {getattr(lengths, 'dtype', type(lengths).__name__)} {np.shape(lengths)}")
+        if lengths.min() < 1 or lengths.max() > steps:
+            raise InputError(f"{spec.architecture} inputs['lengths']: expected every length in [1, {steps}] "
+                             f"(the sequence has {steps} steps), got values in [{lengths.min()}, {lengths.max()}]")
+        checked["lengths"] = lengths.astype(np.int64)
+    layers, hidden = spec.state_shape
+    for name in spec.optional_inputs[1:]:
+        if inputs.get(name) is not None:
+            checked[name] = _check_array(spec, f"inputs[{name!r}]", inputs[name], dtype, (layers, batch, hidden),
+                                         "(num_layers * directions, batch, hidden_size)")
+    return checked
+
+
+def _check_inputs(spec: Spec, dtype: str, inputs):
+    """Validated inputs: one array, or for specs with optional inputs a dict of named arrays."""
+    names = (spec.input_kind, *spec.optional_inputs)
+    if spec.optional_inputs and not isinstance(inputs, dict):
+        inputs = {spec.input_kind: inputs}
+    if isinstance(inputs, dict):  # named inputs, the main one keyed by its kind
+        unknown = [k for k in inputs if k not in names]
+        if spec.input_kind not in inputs or unknown:
+            raise InputError(f"{spec.architecture} inputs: expected a dict with the key {spec.input_kind!r}"
+                             f"{f' and optionally {list(spec.optional_inputs)}' if spec.optional_inputs else ''} "
                              f"(or a bare array), got keys {list(inputs)}")
+        if spec.input_kind == "sequence":
+            return _check_sequence_inputs(spec, dtype, inputs)
         inputs = inputs[spec.input_kind]
-    if not isinstance(inputs, np.ndarray):
-        raise InputError(f"{spec.architecture} inputs: expected a numpy array, got {type(inputs).__name__}")
-    expected = ("B", *spec.input_shape)
-    if inputs.ndim != len(expected) or inputs.shape[1:] != spec.input_shape or inputs.shape[0] < 1:
-        layout = "(B, C, H, W), channels first" if spec.input_kind == "image" else "(B, features)"
-        raise InputError(f"{spec.architecture} inputs: expected shape {expected} {layout}, got {inputs.shape}")
-    if inputs.dtype != np.dtype(dtype):
-        raise InputError(f"{spec.architecture} inputs: expected dtype {dtype} (the model's), got {inputs.dtype}")
-    if not np.all(np.isfinite(inputs)):
-        raise InputError(f"{spec.architecture} inputs: expected finite values, got NaN/inf")
-    return np.ascontiguousarray(inputs)
+    layout = "(B, C, H, W), channels first" if spec.input_kind == "image" else "(B, features)"
+    return _check_array(spec, "inputs", inputs, dtype, ("B", *spec.input_shape), layout)
 
 
-def _check_batch_norm_batch(spec: Spec, inputs: np.ndarray, train: bool) -> None:
-    if train and spec.has_batch_norm and inputs.shape[0] < 2:
+def batch_size_of(spec: Spec, inputs) -> int:
+    """The batch size of validated inputs."""
+    return (inputs[spec.input_kind] if isinstance(inputs, dict) else inputs).shape[0]
+
+
+def _check_batch_norm_batch(spec: Spec, inputs, train: bool) -> None:
+    if train and spec.has_batch_norm and batch_size_of(spec, inputs) < 2:
         raise InputError(f"{spec.architecture}: training-mode batch norm needs a batch of at least 2 "
                          f"(the unbiased variance of B values at a 1x1 position divides by B - 1), "
-                         f"got B = {inputs.shape[0]}")
+                         f"got B = {batch_size_of(spec, inputs)}")
 
 
 def forward(framework: str, model, inputs, *, train: bool = False, rng: int | None = None, trace: bool = False):
@@ -106,9 +149,14 @@ def forward(framework: str, model, inputs, *, train: bool = False, rng: int | No
     return api.forward(model, inputs, train=train, rng=rng, trace=trace)
 
 
-def _check_targets(spec: Spec, dtype: str, targets, batch: int) -> np.ndarray:
+def _check_targets(spec: Spec, dtype: str, targets, inputs) -> np.ndarray:
     if not isinstance(targets, np.ndarray):
         raise InputError(f"{spec.architecture} targets: expected a numpy array, got {type(targets).__name__}")
+    batch = batch_size_of(spec, inputs)
+    if spec.loss == "mse":  # a target for every element of the output the loss reads
+        steps = inputs["sequence"].shape[1]
+        return _check_array(spec, "targets", targets, dtype, (batch, steps, spec.directions * spec.hidden_size),
+                            f"(batch, time, directions * hidden_size), like {spec.loss_output!r}")
     if spec.loss == "cross_entropy":
         classes = spec.num_classes
         if targets.shape != (batch,) or not np.issubdtype(targets.dtype, np.integer):
@@ -129,10 +177,11 @@ def _check_targets(spec: Spec, dtype: str, targets, batch: int) -> np.ndarray:
 
 def loss_and_grads(framework: str, model, inputs, targets, *, train: bool = False):
     """(mean loss, gradient of every trainable parameter as a canonical state) for the spec's
-    loss: cross-entropy on `logits` for classifiers, binary cross-entropy for the perceptron."""
+    loss: cross-entropy on `logits` for classifiers, binary cross-entropy for the perceptron,
+    mean squared error of `output` for the recurrent layers."""
     api = adapter(framework)
     dtype = api.dtype_of(model)
     inputs = _check_inputs(model.spec, dtype, inputs)
     _check_batch_norm_batch(model.spec, inputs, train)
-    targets = _check_targets(model.spec, dtype, targets, inputs.shape[0])
+    targets = _check_targets(model.spec, dtype, targets, inputs)
     return api.loss_and_grads(model, inputs, targets, train=train)

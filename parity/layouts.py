@@ -7,6 +7,7 @@ helpers at the input/output boundary. Each row has a round-trip test (tests/test
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -72,8 +73,14 @@ NATIVE_NAMES: dict[str, dict[str, str]] = {
             "var": "running_var", "num_batches_tracked": "num_batches_tracked"},
 }
 
-# Activations and inputs: torch is channels-first, Keras and Flax are written channels-last.
+# Activations and inputs: torch is channels-first, Keras and Flax are written channels-last. Only
+# images have channels; features (B, F) and batch-first sequences (B, T, F) are the same everywhere.
 CHANNELS_LAST = {"torch": False, "keras": True, "jax": True}
+
+# torch.nn.RNN/LSTM/GRU keep each layer's and direction's tensors flat on the module
+# (`weight_ih_l0_reverse`); Keras and Flax cells are submodules `l0_reverse` owning `weight_ih`.
+RECURRENT_LEAVES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_RECURRENT_CELL = re.compile(r"l\d+(?:_reverse)?")
 
 
 def to_native(framework: str, kind: str, array: np.ndarray, meta: dict | None = None) -> np.ndarray:
@@ -90,23 +97,38 @@ def canonical_leaf(framework: str, native_leaf: str) -> str:
     return NATIVE_NAMES[framework].get(native_leaf, native_leaf)
 
 
-def input_permutation(framework: str, ndim: int) -> tuple[int, ...] | None:
+def canonical_name(framework: str, path) -> str:
+    """A native variable path (module names..., leaf) -> its canonical name: the leaf renamed by
+    NATIVE_NAMES, and a recurrent cell's ("l0_reverse", "weight_ih") -> "weight_ih_l0_reverse"."""
+    *modules, leaf = (str(p) for p in path)
+    leaf = canonical_leaf(framework, leaf)
+    if modules and leaf in RECURRENT_LEAVES and _RECURRENT_CELL.fullmatch(modules[-1]):
+        return ".".join([*modules[:-1], f"{leaf}_{modules[-1]}"])
+    return ".".join([*modules, leaf])
+
+
+def _channels_last(framework: str, input_kind: str, ndim: int) -> bool:
+    return CHANNELS_LAST[framework] and input_kind == "image" and ndim >= 3
+
+
+def input_permutation(framework: str, ndim: int, input_kind: str = "image") -> tuple[int, ...] | None:
     """The transpose a traced graph applies to a canonical input (exporters take canonical NCHW
     inputs in every framework), or None where the layouts agree."""
-    if CHANNELS_LAST[framework] and ndim >= 3:
+    if _channels_last(framework, input_kind, ndim):
         return (0, *range(2, ndim), 1)
     return None
 
 
-def activation_to_native(framework: str, array: np.ndarray) -> np.ndarray:
-    """Canonical activation/input (B, C, *spatial) -> (B, *spatial, C) where channels-last."""
-    if CHANNELS_LAST[framework] and array.ndim >= 3:
+def activation_to_native(framework: str, array: np.ndarray, input_kind: str) -> np.ndarray:
+    """Canonical activation/input of a model taking `input_kind` -> the framework's layout:
+    image maps (B, C, *spatial) -> (B, *spatial, C) where channels-last, everything else as is."""
+    if _channels_last(framework, input_kind, array.ndim):
         return np.ascontiguousarray(np.moveaxis(array, 1, -1))
     return array
 
 
-def activation_from_native(framework: str, array: np.ndarray) -> np.ndarray:
+def activation_from_native(framework: str, array: np.ndarray, input_kind: str) -> np.ndarray:
     """Inverse of `activation_to_native`."""
-    if CHANNELS_LAST[framework] and array.ndim >= 3:
+    if _channels_last(framework, input_kind, array.ndim):
         return np.ascontiguousarray(np.moveaxis(array, -1, 1))
     return array

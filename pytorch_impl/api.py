@@ -67,6 +67,14 @@ def _record(records, name, module, args, output):
     records[name] = output.detach().cpu().numpy().copy()
 
 
+def _native_inputs(spec, inputs):
+    """Canonical numpy inputs (one array, or named arrays) -> (main input, keyword inputs), tensors
+    on the model's device."""
+    named = {name: torch.from_numpy(value).to(_device()) for name, value in (
+        inputs if isinstance(inputs, dict) else {spec.input_kind: inputs}).items()}
+    return named.pop(spec.input_kind), named
+
+
 def forward(model, inputs, *, train=False, rng=None, trace=False):
     """Run the model on canonical numpy inputs; with `trace`, also every submodule's output."""
     if rng is not None:
@@ -77,7 +85,8 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
              for name, module in model.named_modules() if name] if trace else []
     try:
         with torch.no_grad():
-            outputs = model(torch.from_numpy(inputs).to(_device()))
+            x, extra = _native_inputs(model.spec, inputs)
+            outputs = model(x, **extra)
     finally:
         for hook in hooks:
             hook.remove()
@@ -90,6 +99,8 @@ def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":
         return F.cross_entropy
+    if kind == "mse":
+        return F.mse_loss
     return F.binary_cross_entropy_with_logits
 
 
@@ -98,8 +109,9 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     _set_mode(model, train)
     model.zero_grad(set_to_none=True)
     try:
-        logits = model(torch.from_numpy(inputs).to(_device()))["logits"]
-        loss = loss_function(model.spec.loss, dtype_of(model))(logits, torch.from_numpy(targets).to(_device()))
+        x, extra = _native_inputs(model.spec, inputs)
+        prediction = model(x, **extra)[model.spec.loss_output]
+        loss = loss_function(model.spec.loss, dtype_of(model))(prediction, torch.from_numpy(targets).to(_device()))
         loss.backward()
     finally:
         model.eval()

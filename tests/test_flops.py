@@ -4,6 +4,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import parity
 from parity.flops import forward_flops, layer_flops, train_step_flops
+from pytorch_impl.api import loss_function
 from pytorch_impl.models import MODELS
 
 
@@ -14,7 +15,7 @@ def test_mlp_hand_count():
 
 
 def test_lenet5_hand_count():
-    macs = {layer.name: layer.macs for layer in layer_flops(parity.spec("lenet5"))}
+    macs = {layer.weight.removesuffix(".weight"): layer.macs for layer in layer_flops(parity.spec("lenet5"))}
     assert macs == {"conv1": 117_600, "conv2": 240_000, "fc1": 48_000, "fc2": 10_080, "fc3": 840}
     assert forward_flops(parity.spec("lenet5")) == 2 * 416_520  # LeNet-5: ~0.42 M MACs
 
@@ -24,8 +25,8 @@ def torch_counter_depthwise_excess(spec, batch: int) -> int:
     (torch/utils/flop_counter.py `conv_backward_flop` leaves groups out), so for a depthwise
     conv over C channels it counts C times the real work: (C - 1) x its MACs too many."""
     entries = spec.layout()
-    return 2 * batch * sum(layer.macs * (entries[f"{layer.name}.weight"].shape[0] - 1)
-                           for layer in layer_flops(spec) if entries[f"{layer.name}.weight"].kind == "depthwise_conv2d")
+    return 2 * batch * sum(layer.macs * (entries[layer.weight].shape[0] - 1)
+                           for layer in layer_flops(spec) if entries[layer.weight].kind == "depthwise_conv2d")
 
 
 @pytest.mark.parametrize("name", parity.architectures())
@@ -38,16 +39,15 @@ def test_matches_torch_flop_counter(name, preset):
     with torch.device("meta"):
         model = MODELS[name](spec, torch.float32).train()
         inputs = torch.empty((3, *spec.input_shape))
-        targets = (torch.zeros(3, dtype=torch.int64) if spec.loss == "cross_entropy" else torch.zeros(3, 1))
+        example = parity.example_batch(spec, 3)[1]
+        targets = torch.zeros(example.shape, dtype=getattr(torch, str(example.dtype)))
     with FlopCounterMode(display=False) as counter:
         with torch.no_grad():
             model(inputs)
     assert counter.get_total_flops() == forward_flops(spec, 3)
     with FlopCounterMode(display=False) as counter:
-        logits = model(inputs)["logits"]
-        loss = (torch.nn.functional.cross_entropy(logits, targets) if spec.loss == "cross_entropy"
-                else torch.nn.functional.binary_cross_entropy_with_logits(logits, targets))
-        loss.backward()
+        prediction = model(inputs)[spec.loss_output]
+        loss_function(spec.loss, "float32")(prediction, targets).backward()
     assert counter.get_total_flops() == train_step_flops(spec, 3) + torch_counter_depthwise_excess(spec, 3)
 
 

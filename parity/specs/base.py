@@ -19,9 +19,13 @@ class Spec:
     architecture: ClassVar[str]
     presets: ClassVar[dict[str, dict[str, Any]]]
     reference_preset: ClassVar[str]
-    input_kind: ClassVar[str]  # "features" (B, F) or "image" (B, C, H, W)
-    loss: ClassVar[str]  # "cross_entropy" (int class targets) or "binary_cross_entropy" (0/1 floats)
+    input_kind: ClassVar[str]  # "features" (B, F), "image" (B, C, H, W) or "sequence" (B, T, F)
+    optional_inputs: ClassVar[tuple[str, ...]] = ()  # named inputs besides the `input_kind` one
+    # "cross_entropy" (int class targets), "binary_cross_entropy" (0/1 floats) or "mse" (float
+    # targets shaped like the `loss_output` output)
+    loss: ClassVar[str]
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what forward returns, in this order
+    loss_output: ClassVar[str] = "logits"  # the output the loss reads
     stochastic_fields: ClassVar[tuple[str, ...]] = ()  # rates of dropout-like layers (random in training)
     classifier: ClassVar[str]  # module prefix of the final Linear head (what parity.transfer replaces)
     torchvision_presets: ClassVar[tuple[str, ...]] = ()  # presets that torchvision.models.<preset>() builds
