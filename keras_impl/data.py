@@ -19,7 +19,7 @@ from keras_impl.api import FRAMEWORK
 def _pipeline(x, y, orders, batch_size, drop_last):
     """Epochs back to back, one per row of `orders`; each epoch batched on its own, so a
     partial last batch never mixes two epochs."""
-    x = tf.constant(layouts.activation_to_native(FRAMEWORK, x, "image")  # datasets hold features or images)
+    x = tf.constant(layouts.activation_to_native(FRAMEWORK, x, "image"))  # datasets hold features or images
     y = tf.constant(y)
     return (tf.data.Dataset.from_tensor_slices(np.stack(orders))
             .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(

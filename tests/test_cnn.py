@@ -28,14 +28,19 @@ def jax_layers():
     return jax_impl.layers
 
 
+def run_channels_last(framework, layer, x_nchw):
+    x = layouts.activation_to_native(framework, x_nchw, "image")
+    return layouts.activation_from_native(framework, np.asarray(layer(x)), "image")
+
+
 def run_keras(layer, x_nchw):
-    return layouts.activation_from_native("keras", np.asarray(layer(layouts.activation_to_native("keras", x_nchw))))
+    return run_channels_last("keras", layer, x_nchw)
 
 
 def run_jax(layer, x_nchw):
     import jax
     with jax.enable_x64(True):
-        return layouts.activation_from_native("jax", np.asarray(layer(layouts.activation_to_native("jax", x_nchw))))
+        return run_channels_last("jax", layer, x_nchw)
 
 
 def close(a, b):
@@ -148,7 +153,7 @@ def stochastic_depth(framework, p):
     from jax_impl.models.efficientnet import StochasticDepth
     layer = StochasticDepth(p, rngs=nnx.Rngs(dropout=0))
     layer.train()
-    return lambda x: layouts.activation_from_native("jax", np.asarray(layer(layouts.activation_to_native("jax", x))))
+    return lambda x: run_channels_last("jax", layer, x)
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras", "jax"])

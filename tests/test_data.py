@@ -132,7 +132,7 @@ def test_the_three_pipelines_yield_identical_batches(digits, view, drop_last):
         assert len(batches) == len(per_framework["torch"]), framework
         for i, (inputs, targets) in enumerate(batches):
             expected = order[32 * i:32 * (i + 1)]
-            np.testing.assert_array_equal(inputs, layouts.activation_to_native(framework, x[expected]))
+            np.testing.assert_array_equal(inputs, layouts.activation_to_native(framework, x[expected], "image"))
             np.testing.assert_array_equal(targets, y[expected])
 
 

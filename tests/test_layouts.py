@@ -54,8 +54,19 @@ def test_conv2d_kernel_computes_the_same_cross_correlation():
 
 def test_activations_move_channels_only_where_channels_last():
     x = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
-    assert layouts.activation_to_native("torch", x) is x
-    assert layouts.activation_to_native("keras", x).shape == (2, 4, 5, 3)
-    assert np.array_equal(layouts.activation_from_native("jax", layouts.activation_to_native("jax", x)), x)
+    assert layouts.activation_to_native("torch", x, "image") is x
+    assert layouts.activation_to_native("keras", x, "image").shape == (2, 4, 5, 3)
+    assert np.array_equal(layouts.activation_from_native("jax", layouts.activation_to_native("jax", x, "image"),
+                                                         "image"), x)
     features = np.zeros((2, 3))
-    assert layouts.activation_to_native("jax", features) is features
+    assert layouts.activation_to_native("jax", features, "features") is features
+    sequence = np.zeros((2, 5, 3))  # (B, T, F): batch-first sequences have no channel axis to move
+    assert layouts.activation_to_native("keras", sequence, "sequence") is sequence
+    assert layouts.input_permutation("jax", 3, "sequence") is None
+
+
+@pytest.mark.parametrize("framework", ["keras", "jax"])
+def test_recurrent_cells_take_torch_nn_flat_names(framework):
+    assert layouts.canonical_name(framework, ("l1_reverse", "weight_hh")) == "weight_hh_l1_reverse"
+    assert layouts.canonical_name(framework, ("encoder", "l0", "bias_ih")) == "encoder.bias_ih_l0"
+    assert layouts.canonical_name(framework, ("l0", "kernel")) == "l0.weight"  # not a recurrent leaf

@@ -167,10 +167,10 @@ def _native_training_forward(framework, model, inputs):
         with torch.no_grad():
             model(torch.from_numpy(inputs))
     elif framework == "keras":
-        model(layouts.activation_to_native(framework, inputs), training=True)
+        model(layouts.activation_to_native(framework, inputs, "image"), training=True)
     else:
         model.train()
-        model(layouts.activation_to_native(framework, inputs))
+        model(layouts.activation_to_native(framework, inputs, "image"))
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
