@@ -19,16 +19,18 @@ def device_name(device: str) -> str:
 
 
 def to_device(model, arrays, device: str):
-    """Channels-last inputs, on the device, once, before timing."""
+    """Channels-last inputs (floats in the model's dtype), on the device, once, before timing."""
     target = jax.devices("gpu" if device == "gpu" else "cpu")[0]
-    return [jax.device_put(jnp.asarray(layouts.activation_to_native("jax", a, model.spec.input_kind)), target) for a in arrays]
+    return [jax.device_put(jnp.asarray(layouts.activation_to_native("jax", a, model.spec.input_kind),
+                                       dtype=dtype_of(model) if a.dtype.kind == "f" else None), target)
+            for a in arrays]
 
 
 def inference_step(model, compiled: bool):
     model.eval()
 
     def forward(model, x):
-        return model(x)["logits"]
+        return model(x)[model.spec.output_names[0]]
 
     run = nnx.jit(forward) if compiled else forward
 
@@ -45,7 +47,7 @@ def train_step(model, compiled: bool, learning_rate: float):
     loss_fn = loss_function(model.spec.loss, dtype_of(model))
 
     def update(model, optimizer, x, y):
-        loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x)["logits"], y))(model)
+        loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x)[m.spec.loss_output], y))(model)
         optimizer.update(model, grads)
         return loss
 

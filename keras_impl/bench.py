@@ -21,21 +21,22 @@ def device_name(device: str) -> str:
 
 
 def to_device(model, arrays, device: str):
-    """Channels-last inputs, as tensors on the device, once, before timing."""
+    """Channels-last inputs (floats in the model's dtype), as tensors on the device, once, before timing."""
     with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
-        return [tf.constant(layouts.activation_to_native("keras", a, model.spec.input_kind)) for a in arrays]
+        return [tf.constant(layouts.activation_to_native("keras", a, model.spec.input_kind),
+                            dtype=dtype_of(model) if a.dtype.kind == "f" else None) for a in arrays]
 
 
 def inference_step(model, compiled: bool):
     def forward(x):
-        return model(x, training=False)["logits"]
+        return model(x, training=False)[model.spec.output_names[0]]
 
     run = tf.function(forward, jit_compile=True) if compiled else forward
 
     def step(x):
-        logits = run(x)
-        logits.numpy()  # materialise: the step is done
-        return logits
+        outputs = run(x)
+        outputs.numpy()  # materialise: the step is done
+        return outputs
 
     return step
 
@@ -48,7 +49,7 @@ def train_step(model, compiled: bool, learning_rate: float):
 
     def update(x, y):
         with tf.GradientTape() as tape:
-            loss = loss_fn(model(x, training=True)["logits"], y)
+            loss = loss_fn(model(x, training=True)[model.spec.loss_output], y)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss

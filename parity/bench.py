@@ -28,9 +28,13 @@ from parity.errors import InputError
 from parity.flops import forward_flops, train_step_flops
 from parity.frameworks import build, impl_module, set_deterministic
 from parity.specs import spec as make_spec
+from parity.state import init_state
 
 MODES = ("eager", "compiled")
 TASKS = ("inference", "train")
+# bf16: parameters, activations and gradients all bfloat16, the same in the three frameworks (no
+# float32 master weights: autocast and Keras's mixed_bfloat16 policy have no Flax counterpart).
+DTYPES = {"float32": "float32", "bf16": "bfloat16"}
 LEARNING_RATE = 0.01
 # Dense (no sparsity) datasheet peaks in TFLOP/s, by dtype: float32 on CUDA cores, bf16 on tensor cores.
 GPU_PEAK_TFLOPS = {
@@ -138,7 +142,7 @@ def _peak(framework: str, device: str, dtype: str, module) -> tuple[float | None
 
 def _check_choices(mode, task, device, dtype):
     for value, allowed, what in ((mode, MODES, "mode"), (task, TASKS, "task"), (device, ("cpu", "gpu"), "device"),
-                                 (dtype, ("float32",), "dtype")):
+                                 (dtype, tuple(DTYPES), "dtype")):
         if value not in allowed:
             raise InputError(f"bench {what}: expected one of {list(allowed)}, got {value!r}")
 
@@ -155,8 +159,14 @@ def prepare_step(name: str, framework: str, *, mode: str = "eager", task: str = 
         raise InputError(f"bench: training with batch norm needs batch >= 2, got {batch}")
     set_deterministic([framework])
     module = impl_module(framework, "bench")
-    model = build(framework, spec, dtype=dtype, seed=seed)
-    inputs, targets = example_batch(spec, batch, seed, dtype)
+    if dtype == "float32":
+        model = build(framework, spec, dtype=dtype, seed=seed)
+    else:  # the float32 canonical state, rounded to bf16 as it loads
+        api = impl_module(framework, "api")
+        model = api.load_state(api.build(spec, DTYPES[dtype]), init_state(spec, seed, "float32"))
+    inputs, targets = example_batch(spec, batch, seed, "float32")
+    if isinstance(inputs, dict):  # full-length sequences from zero states: the dense path of every framework
+        inputs = inputs[spec.input_kind]
     x, y = module.to_device(model, [inputs, targets], device)
     if task == "inference":
         return module.inference_step(model, mode == "compiled"), (x,), forward_flops(spec, batch), spec, module

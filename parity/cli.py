@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     benching.add_argument("--task", choices=("inference", "train", "all"), default="all")
     benching.add_argument("--batch", type=int, nargs="+", default=[32])
     benching.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    benching.add_argument("--dtype", choices=("float32",), default="float32")
+    benching.add_argument("--dtype", choices=("float32", "bf16"), default="float32",
+                          help="bf16: parameters and activations in bfloat16 in every framework")
     benching.add_argument("--rounds", type=int, default=20)
     benching.add_argument("--preset", default=None, help="default: the reference size")
     benching.add_argument("--save", nargs="?", const="benchmarks/results", metavar="DIR",

@@ -14,7 +14,7 @@ from parity.state import layout
 from pytorch_impl.models import MODELS
 
 FRAMEWORK = "torch"
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
 def set_deterministic():

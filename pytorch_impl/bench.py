@@ -13,10 +13,11 @@ def device_name(device: str) -> str:
 
 
 def to_device(model, arrays, device: str):
-    """Move the model and numpy arrays to the device once, before timing."""
+    """Move the model and numpy arrays (floats in the model's dtype) to the device once, before timing."""
     target = torch.device("cuda" if device == "gpu" else "cpu")
     model.to(target)
-    return [torch.from_numpy(a).to(target) for a in arrays]
+    dtype = next(model.parameters()).dtype
+    return [torch.from_numpy(a).to(target, dtype=dtype if a.dtype.kind == "f" else None) for a in arrays]
 
 
 def _synchronize(tensor):
@@ -37,9 +38,9 @@ def inference_step(model, compiled: bool):
 
     def step(x):
         with torch.inference_mode():
-            logits = forward(x)["logits"]
-        _synchronize(logits)
-        return logits
+            outputs = forward(x)[model.spec.output_names[0]]
+        _synchronize(outputs)
+        return outputs
 
     return step
 
@@ -53,7 +54,7 @@ def train_step(model, compiled: bool, learning_rate: float):
 
     def step(x, y):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(forward(x)["logits"], y)
+        loss = loss_fn(forward(x)[model.spec.loss_output], y)
         loss.backward()
         optimizer.step()
         return loss.item()  # a host read: the step is done

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.bench import bench, load_results, save_results
+from parity.bench import bench, load_results, prepare_step, save_results
 from parity.errors import InputError
 from parity.report import render
 
@@ -42,8 +42,8 @@ def test_results_round_trip_into_the_report(tmp_path):
 def test_bad_bench_arguments_are_clear_errors():
     with pytest.raises(InputError, match=r"bench mode: expected one of \['eager', 'compiled'\], got 'jit'"):
         bench("mlp", "torch", mode="jit")
-    with pytest.raises(InputError, match=r"bench dtype: expected one of \['float32'\], got 'bf16'"):
-        bench("mlp", "torch", dtype="bf16")
+    with pytest.raises(InputError, match=r"bench dtype: expected one of \['float32', 'bf16'\], got 'float16'"):
+        bench("mlp", "torch", dtype="float16")
 
 
 def test_gpu_script_dry_run():
@@ -51,3 +51,14 @@ def test_gpu_script_dry_run():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "parity.cli check" in result.stdout and "parity.cli bench" in result.stdout and "--device gpu" in result.stdout
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
+def test_bf16_runs_every_step_in_bfloat16(framework):
+    """bf16 benchmarks compute in bfloat16 end to end in every framework (not float32 layers fed
+    bf16 inputs, which Flax's `dtype` promotion or a Keras float32 policy would silently give)."""
+    step, args, *_ = prepare_step("lenet5", framework, mode="eager", task="inference", batch=4, dtype="bf16",
+                                  preset="tiny")
+    assert "bfloat16" in str(step(*args).dtype)
+    result = bench("lenet5", framework, mode="compiled", task="train", batch=4, dtype="bf16", rounds=1, preset="tiny")
+    assert result.dtype == "bf16" and result.median_s > 0
