@@ -24,13 +24,14 @@ def splice(text: str, start: str, end: str, section: str) -> str:
 
 def comparison_table(rows: list[dict]) -> str:
     """Markdown: samples/s (median, IQR as % of the median) per framework, and the ratio of the
-    fastest to each, for every (architecture, batch, task, mode)."""
+    fastest to each, for every (architecture, dtype, batch, task, mode); float32 unless marked bf16."""
     groups = defaultdict(dict)
     for row in rows:
-        groups[(row["architecture"], row["preset"], row["batch"], row["task"], row["mode"])][row["framework"]] = row
+        key = (row["architecture"], row["preset"], row.get("dtype", "float32"), row["batch"], row["task"], row["mode"])
+        groups[key][row["framework"]] = row
     lines = ["| architecture | batch | task | mode | torch | keras | jax | slowest / fastest |",
              "|---|---|---|---|---|---|---|---|"]
-    for (arch, preset, batch, task, mode), by_framework in sorted(groups.items()):
+    for (arch, preset, dtype, batch, task, mode), by_framework in sorted(groups.items()):
         rates = {fw: r["samples_per_s"] for fw, r in by_framework.items()}
         fastest = max(rates.values())
         cells = []
@@ -42,7 +43,8 @@ def comparison_table(rows: list[dict]) -> str:
             mark = "**" if rates[fw] == fastest else ""
             cells.append(f"{mark}{row['samples_per_s']:,.0f}{mark} ±{100 * row['iqr_s'] / row['median_s']:.0f}% "
                          f"({row['achieved_gflops']:.1f} GF/s)")
-        lines.append(f"| {arch} ({preset}) | {batch} | {task} | {mode} | " + " | ".join(cells)
+        label = f"{arch} ({preset})" + ("" if dtype == "float32" else f" {dtype}")
+        lines.append(f"| {label} | {batch} | {task} | {mode} | " + " | ".join(cells)
                      + f" | {fastest / min(rates.values()):.2f}× |")
     return "\n".join(lines)
 
@@ -54,6 +56,7 @@ def _throughput_figure(rows, path: Path, task: str) -> None:
     import matplotlib.pyplot as plt
 
     # The batch size measured in the most configurations (the scaling runs add compiled-only sizes).
+    rows = [r for r in rows if r.get("dtype", "float32") == "float32"]  # bf16 rows: in the table
     counts = Counter(r["batch"] for r in rows if r["task"] == task)
     batch = max(counts, key=lambda b: (counts[b], b))
     chosen = [r for r in rows if r["task"] == task and r["batch"] == batch]
@@ -84,7 +87,7 @@ def _scaling_figure(rows, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     series = defaultdict(list)
-    for r in rows:
+    for r in (r for r in rows if r.get("dtype", "float32") == "float32"):
         series[(r["architecture"], r["task"], r["framework"], r["mode"])].append((r["batch"], r["samples_per_s"]))
     series = {k: sorted(v) for k, v in series.items() if len(v) >= 3}
     if not series:
