@@ -1,0 +1,150 @@
+"""Recurrent layers against torch.nn itself: a torch.nn.RNN / LSTM / GRU state dict loads unchanged
+in every framework, and every framework reproduces torch.nn's outputs, final states and
+gradients, with per-example lengths (pack_padded_sequence) and initial states."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import parity
+from parity import tolerances
+from parity.errors import InputError
+
+FRAMEWORKS = parity.FRAMEWORKS
+TORCH_NN = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
+# (num_layers, bidirectional, bias, nonlinearity): every switch of torch.nn's constructor.
+CONFIGS = [(2, True, True, "tanh"), (1, False, False, "relu")]
+
+
+def torch_nn_module(name, spec, dtype):
+    """The reference: torch.nn's own module, randomly initialised by torch (not by parity)."""
+    torch.manual_seed(0)
+    options = {"nonlinearity": spec.nonlinearity} if name == "rnn" else {}
+    return TORCH_NN[name](spec.input_size, spec.hidden_size, spec.num_layers, bias=spec.bias, batch_first=True,
+                          bidirectional=spec.bidirectional, dtype=getattr(torch, dtype), **options)
+
+
+def torch_nn_run(module, inputs):
+    """torch.nn's documented recipe for variable lengths: pack, run, pad back to the full length."""
+    x = torch.from_numpy(inputs["sequence"]).requires_grad_(False)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.from_numpy(inputs["lengths"]), batch_first=True,
+                                                     enforce_sorted=False)
+    h_0 = torch.from_numpy(inputs["h_0"])
+    output, states = module(packed, (h_0, torch.from_numpy(inputs["c_0"])) if "c_0" in inputs else h_0)
+    output, _ = torch.nn.utils.rnn.pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+    states = dict(zip(("h_n", "c_n"), states)) if "c_0" in inputs else {"h_n": states}
+    return {"output": output, **states}
+
+
+def spec_for(name, config, **overrides):
+    num_layers, bidirectional, bias, nonlinearity = config
+    fields = dict(input_size=3, hidden_size=4, num_layers=num_layers, bidirectional=bidirectional, bias=bias,
+                  seq_len=6, **overrides)
+    if name == "rnn":
+        fields["nonlinearity"] = nonlinearity
+    return parity.spec(name, "tiny", **fields)
+
+
+def state_dict_of(module):
+    return {name: value.detach().numpy().copy() for name, value in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["2-layer-bidirectional", "1-layer-nobias-relu"])
+@pytest.mark.parametrize("name", list(TORCH_NN))
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_reproduces_torch_nn_outputs_states_and_gradients(framework, name, config, dtype):
+    spec = spec_for(name, config)
+    module = torch_nn_module(name, spec, dtype)
+    state = state_dict_of(module)
+    assert list(state) == list(parity.layout(spec))  # torch.nn's names and order are the canonical ones
+    inputs, targets = parity.example_batch(spec, 5, 1, dtype)
+    assert inputs["lengths"].min() < spec.seq_len  # padding is exercised
+    expected = torch_nn_run(module, inputs)
+    model = parity.build(framework, spec, state)
+    outputs = parity.forward(framework, model, inputs)
+    assert list(outputs) == list(spec.output_names)
+    for key, value in expected.items():
+        _, rel = tolerances.errors(outputs[key], value.detach().numpy())
+        assert rel <= tolerances.FORWARD[dtype].rtol, (key, rel)
+
+    loss = torch.nn.functional.mse_loss(torch_nn_run(module, inputs)["output"], torch.from_numpy(targets))
+    loss.backward()
+    expected_grads = {n: p.grad.numpy() for n, p in module.named_parameters()}
+    value, grads = parity.loss_and_grads(framework, model, inputs, targets)
+    scale = max(float(np.abs(g).max()) for g in expected_grads.values())
+    assert abs(value - loss.item()) <= tolerances.FORWARD[dtype].rtol * abs(loss.item())
+    for key, grad in expected_grads.items():
+        _, rel = tolerances.errors(grads[key], grad, scale)
+        assert rel <= tolerances.GRADIENT[dtype].rtol, (key, rel)
+
+
+@pytest.mark.parametrize("name", list(TORCH_NN))
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_padded_steps_change_nothing(framework, name):
+    """Whatever sits past an example's length, the results are those of the example cut to its
+    length: zeros in `output` there, and final states from the last valid step (both directions)."""
+    spec = spec_for(name, CONFIGS[0])
+    model = parity.build(framework, spec, parity.init_state(spec, 3, "float64"))
+    inputs, _ = parity.example_batch(spec, 4, 2, "float64")
+    noisy = {**inputs, "sequence": inputs["sequence"].copy()}
+    for row, length in enumerate(inputs["lengths"]):
+        noisy["sequence"][row, length:] = 1e3  # would saturate every gate if it were read
+    clean, dirty = parity.forward(framework, model, inputs), parity.forward(framework, model, noisy)
+    for key in clean:
+        np.testing.assert_array_equal(clean[key], dirty[key], err_msg=key)
+    for row, length in enumerate(inputs["lengths"]):
+        assert not np.any(clean["output"][row, length:]), row
+        alone = parity.forward(framework, model, {name: value[:, row:row + 1] if name.endswith("_0") else
+                                                  value[row:row + 1, :length] if name == "sequence" else
+                                                  value[row:row + 1] for name, value in inputs.items()})
+        np.testing.assert_allclose(alone["output"][0], clean["output"][row, :length], rtol=0, atol=1e-13)
+        np.testing.assert_allclose(alone["h_n"][:, 0], clean["h_n"][:, row], rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_optional_inputs_default_like_torch_nn(framework):
+    """No lengths means every step counts; no initial state means zeros (LSTM: h_0 and c_0)."""
+    spec = spec_for("lstm", CONFIGS[0])
+    module = torch_nn_module("lstm", spec, "float64")
+    model = parity.build(framework, spec, state_dict_of(module))
+    x = parity.example_batch(spec, 3, 0, "float64")[0]["sequence"]
+    output, (h_n, c_n) = module(torch.from_numpy(x))
+    outputs = parity.forward(framework, model, x)  # a bare array is the sequence
+    for key, value in {"output": output, "h_n": h_n, "c_n": c_n}.items():
+        np.testing.assert_allclose(outputs[key], value.detach().numpy(), rtol=0, atol=1e-13, err_msg=key)
+
+
+@settings(max_examples=6, deadline=None)
+@given(steps=st.integers(1, 5), batch=st.integers(1, 3), hidden=st.integers(1, 4), data=st.data())
+def test_any_length_and_batch_reproduces_torch_nn(steps, batch, hidden, data):
+    """Shapes vary (one-step sequences, batch 1, one hidden unit): the JAX GRU, the cell with the
+    most gate plumbing, still equals torch.nn."""
+    spec = parity.spec("gru", "tiny", hidden_size=hidden, seq_len=steps)
+    module = torch_nn_module("gru", spec, "float64")
+    inputs, _ = parity.example_batch(spec, batch, data.draw(st.integers(0, 100)), "float64")
+    expected = torch_nn_run(module, inputs)
+    outputs = parity.forward("jax", parity.build("jax", spec, state_dict_of(module)), inputs)
+    for key, value in expected.items():
+        np.testing.assert_allclose(outputs[key], value.detach().numpy(), rtol=0, atol=1e-12, err_msg=key)
+
+
+def test_bad_inputs_are_clear_errors():
+    spec = parity.spec("lstm", "tiny")
+    model = parity.build("torch", spec)
+    inputs, _ = parity.example_batch(spec, 2)
+    cases = {
+        r"inputs\['sequence'\]: expected shape \('B', 'T', 3\)": {**inputs, "sequence": inputs["sequence"][0]},
+        r"inputs\['lengths'\]: expected every length in \[1, 5\].*got values in \[0, 5\]":
+            {**inputs, "lengths": np.array([5, 0])},
+        r"inputs\['lengths'\]: expected every length in \[1, 5\].*got values in \[5, 6\]":
+            {**inputs, "lengths": np.array([5, 6])},
+        r"inputs\['lengths'\]: expected integers of shape \(2,\)": {**inputs, "lengths": np.array([5.0, 4.0])},
+        r"inputs\['h_0'\]: expected shape \(4, 2, 4\)": {**inputs, "h_0": inputs["h_0"][:, :1]},
+        r"inputs\['c_0'\]: expected finite values": {**inputs, "c_0": np.full_like(inputs["c_0"], np.nan)},
+        r"expected a dict with the key 'sequence' and optionally \['lengths', 'h_0', 'c_0'\].*\['x'\]":
+            {"x": inputs["sequence"]},
+    }
+    for message, bad in cases.items():
+        with pytest.raises(InputError, match=message):
+            parity.forward("torch", model, bad)
