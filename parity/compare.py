@@ -91,14 +91,21 @@ class Report:
 
 def example_batch(spec: Spec, batch_size: int = 8, seed: int = 0, dtype: str = "float32"):
     """Deterministic (inputs, targets) in the canonical layout for a spec: standard-normal inputs,
-    uniform class labels (or 0/1 labels for the binary perceptron). Recurrent layers get named
+    uniform class labels (or 0/1 labels for the binary perceptron). Language models get uniform
+    token ids and next-token targets plus random initial states. Recurrent layers get named
     inputs with random `lengths` (the first example full length, so padding is always exercised
     beside a full row) and random initial states, and a standard-normal target sequence."""
     if batch_size < 1:
         raise InputError(f"batch_size: expected a positive int, got {batch_size}")
     rng = np.random.default_rng([seed, 0xBA7C4])
     inputs = rng.standard_normal((batch_size, *spec.input_shape)).astype(dtype)
-    if spec.input_kind == "sequence":
+    if spec.input_kind == "tokens":  # a language model: next-token targets, initial states carried in
+        layers, hidden = spec.state_shape
+        inputs = {"tokens": rng.integers(0, spec.vocab_size, (batch_size, spec.seq_len)),
+                  **{name: rng.standard_normal((layers, batch_size, hidden)).astype(dtype)
+                     for name in spec.optional_inputs}}
+        targets = rng.integers(0, spec.vocab_size, (batch_size, spec.seq_len))
+    elif spec.input_kind == "sequence":
         lengths = rng.integers(1, spec.seq_len + 1, batch_size)
         lengths[0] = spec.seq_len
         layers, hidden = spec.state_shape

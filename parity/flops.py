@@ -4,8 +4,8 @@ pooling — is not counted; it is memory-bound and profilers leave it out too).
 
 A training step is the forward pass plus the backward pass: every layer computes its weight
 gradient (as many FLOPs as its forward) and its input gradient (the same again), except a
-layer reading the model's input (the first one; each direction's input weights of a recurrent
-layer 0), whose input needs no gradient. A recurrent weight counts once per time step; the
+layer reading the model's input (the first one, or as its layout entry says: each direction's
+input weights of a recurrent layer 0), whose input needs no gradient. A recurrent weight counts once per time step; the
 hidden-to-hidden one needs no input gradient at the first step (the initial state is an input).
 `tests/test_flops.py` checks these against hand counts and against torch's FlopCounterMode.
 """
@@ -37,7 +37,7 @@ def layer_flops(spec: Spec) -> list[LayerFlops]:
         if param.kind not in _PER_PIXEL:
             continue
         repeats = param.meta["output_size"] ** 2 if _PER_PIXEL[param.kind] else param.meta.get("steps", 1)
-        input_grad = bool(layers) and not param.meta.get("reads_model_input", False)
+        input_grad = not param.meta.get("reads_model_input", not layers)  # by default the first layer does
         input_grad_repeats = param.meta.get("input_grad_steps", repeats) if input_grad else 0
         layers.append(LayerFlops(name, math.prod(param.shape) * repeats, math.prod(param.shape) * input_grad_repeats))
     return layers

@@ -85,13 +85,33 @@ def _check_array(spec: Spec, what: str, value, dtype: str, expected: tuple, layo
     return np.ascontiguousarray(value)
 
 
+def _check_class_indices(spec: Spec, what: str, value, shape: tuple, classes: int, meaning: str) -> np.ndarray:
+    """Integer indices of shape `shape`, each in [0, classes)."""
+    if not isinstance(value, np.ndarray) or value.shape != shape or not np.issubdtype(value.dtype, np.integer):
+        raise InputError(f"{spec.architecture} {what}: expected integer {meaning} of shape {shape}, "
+                         f"got {getattr(value, 'dtype', type(value).__name__)} {np.shape(value)}")
+    if value.size and (value.min() < 0 or value.max() >= classes):
+        raise InputError(f"{spec.architecture} {what}: expected {meaning} in [0, {classes}), "
+                         f"got values in [{value.min()}, {value.max()}]")
+    return value.astype(np.int64)
+
+
 def _check_sequence_inputs(spec: Spec, dtype: str, inputs: dict) -> dict[str, np.ndarray]:
-    """A recurrent layer's named inputs: `sequence` (B, T, F) and optionally `lengths` (B,) in
-    [1, T] and initial states (num_layers * directions, B, hidden)."""
-    sequence = _check_array(spec, "inputs['sequence']", inputs["sequence"], dtype,
-                            ("B", "T", spec.input_size), "(batch, time, features), batch first")
-    batch, steps = sequence.shape[:2]
-    checked = {"sequence": sequence}
+    """A recurrent model's named inputs: `sequence` (B, T, F) or `tokens` (B, T) ids in the
+    vocabulary, and optionally `lengths` (B,) in [1, T] and initial states
+    (num_layers * directions, B, hidden)."""
+    main = inputs[spec.input_kind]
+    if spec.input_kind == "tokens":
+        if not isinstance(main, np.ndarray) or main.ndim != 2 or 0 in main.shape:
+            raise InputError(f"{spec.architecture} inputs['tokens']: expected integer token ids of shape "
+                             f"('B', 'T'), got {getattr(main, 'dtype', type(main).__name__)} {np.shape(main)}")
+        main = _check_class_indices(spec, "inputs['tokens']", main, main.shape, spec.vocab_size,
+                                    "token ids (the vocabulary)")
+    else:
+        main = _check_array(spec, "inputs['sequence']", main, dtype, ("B", "T", spec.input_size),
+                            "(batch, time, features), batch first")
+    batch, steps = main.shape[:2]
+    checked = {spec.input_kind: main}
     if inputs.get("lengths") is not None:
         lengths = inputs["lengths"]
         if not isinstance(lengths, np.ndarray) or lengths.shape != (batch,) or not np.issubdtype(
@@ -103,7 +123,7 @@ def _check_sequence_inputs(spec: Spec, dtype: str, inputs: dict) -> dict[str, np
                              f"(the sequence has {steps} steps), got values in [{lengths.min()}, {lengths.max()}]")
         checked["lengths"] = lengths.astype(np.int64)
     layers, hidden = spec.state_shape
-    for name in spec.optional_inputs[1:]:
+    for name in (n for n in spec.optional_inputs if n.endswith("_0")):
         if inputs.get(name) is not None:
             checked[name] = _check_array(spec, f"inputs[{name!r}]", inputs[name], dtype, (layers, batch, hidden),
                                          "(num_layers * directions, batch, hidden_size)")
@@ -121,7 +141,7 @@ def _check_inputs(spec: Spec, dtype: str, inputs):
             raise InputError(f"{spec.architecture} inputs: expected a dict with the key {spec.input_kind!r}"
                              f"{f' and optionally {list(spec.optional_inputs)}' if spec.optional_inputs else ''} "
                              f"(or a bare array), got keys {list(inputs)}")
-        if spec.input_kind == "sequence":
+        if spec.input_kind in ("sequence", "tokens"):
             return _check_sequence_inputs(spec, dtype, inputs)
         inputs = inputs[spec.input_kind]
     layout = "(B, C, H, W), channels first" if spec.input_kind == "image" else "(B, features)"
@@ -157,15 +177,9 @@ def _check_targets(spec: Spec, dtype: str, targets, inputs) -> np.ndarray:
         steps = inputs["sequence"].shape[1]
         return _check_array(spec, "targets", targets, dtype, (batch, steps, spec.directions * spec.hidden_size),
                             f"(batch, time, directions * hidden_size), like {spec.loss_output!r}")
-    if spec.loss == "cross_entropy":
-        classes = spec.num_classes
-        if targets.shape != (batch,) or not np.issubdtype(targets.dtype, np.integer):
-            raise InputError(f"{spec.architecture} targets: expected integer class indices of shape ({batch},), "
-                             f"got {targets.dtype} {targets.shape}")
-        if targets.size and (targets.min() < 0 or targets.max() >= classes):
-            raise InputError(f"{spec.architecture} targets: expected classes in [0, {classes}), "
-                             f"got values in [{targets.min()}, {targets.max()}]")
-        return targets.astype(np.int64)
+    if spec.loss == "cross_entropy":  # a class per example, or per step of a token sequence
+        shape = inputs["tokens"].shape if spec.input_kind == "tokens" else (batch,)
+        return _check_class_indices(spec, "targets", targets, shape, spec.num_classes, "class indices")
     if targets.shape != (batch, 1) or targets.dtype != np.dtype(dtype):
         raise InputError(f"{spec.architecture} targets: expected {dtype} 0/1 labels of shape ({batch}, 1), "
                          f"got {targets.dtype} {targets.shape}")

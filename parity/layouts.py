@@ -59,6 +59,7 @@ LAYOUTS: dict[str, dict[str, Conversion]] = {
     "flatten_linear": {"torch": IDENTITY, "keras": FLATTEN_LINEAR, "jax": FLATTEN_LINEAR},
     "conv2d": {"torch": IDENTITY, "keras": CONV2D, "jax": CONV2D},
     "depthwise_conv2d": {"torch": IDENTITY, "keras": DEPTHWISE_KERAS, "jax": DEPTHWISE_FLAX},
+    "embedding": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},  # (vocab, dim) everywhere
     "vector": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
     "counter": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
 }
@@ -66,10 +67,10 @@ LAYOUTS: dict[str, dict[str, Conversion]] = {
 # Native variable (leaf) name -> canonical leaf name, per framework.
 NATIVE_NAMES: dict[str, dict[str, str]] = {
     "torch": {},
-    "keras": {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+    "keras": {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "embeddings": "weight",
               "moving_mean": "running_mean", "moving_variance": "running_var",
               "num_batches_tracked": "num_batches_tracked"},
-    "jax": {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean",
+    "jax": {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight", "mean": "running_mean",
             "var": "running_var", "num_batches_tracked": "num_batches_tracked"},
 }
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Param:
     shape: tuple[int, ...]
-    kind: str  # linear | flatten_linear | conv2d | depthwise_conv2d | vector | counter
-    init: str  # uniform | ones | zeros | norm_weight | norm_bias | norm_mean | norm_var
+    kind: str  # linear | flatten_linear | conv2d | depthwise_conv2d | embedding | vector | counter
+    init: str  # uniform | normal | ones | zeros | norm_weight | norm_bias | norm_mean | norm_var
     dtype: str = "float"  # "float" (the state's float dtype) or "int64"
     trainable: bool = True
     fan_in: int = 0  # uniform init bound 1/sqrt(fan_in): torch.nn's default for Linear/Conv
@@ -21,14 +21,16 @@ class Param:
 
 
 def linear(prefix: str, in_features: int, out_features: int, *, bias: bool = True,
-           flatten_chw: tuple[int, int, int] | None = None) -> dict[str, Param]:
+           flatten_chw: tuple[int, int, int] | None = None, steps: int | None = None) -> dict[str, Param]:
     """torch.nn.Linear: weight (out, in), bias (out,). `flatten_chw` marks a Linear fed by a
-    CHW flatten, whose input order differs in channels-last frameworks (HWC)."""
+    CHW flatten, whose input order differs in channels-last frameworks (HWC); `steps`, one
+    applied at every time step of a sequence (for the FLOP count)."""
     if flatten_chw is not None:
         weight = Param((out_features, in_features), "flatten_linear", "uniform", fan_in=in_features,
                        meta={"chw": tuple(flatten_chw)})
     else:
-        weight = Param((out_features, in_features), "linear", "uniform", fan_in=in_features)
+        weight = Param((out_features, in_features), "linear", "uniform", fan_in=in_features,
+                       meta={} if steps is None else {"steps": steps})
     params = {f"{prefix}.weight": weight}
     if bias:
         params[f"{prefix}.bias"] = Param((out_features,), "vector", "uniform", fan_in=in_features)

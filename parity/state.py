@@ -63,6 +63,8 @@ def init_tensor(name: str, param: Param, seed: int = 0, dtype: str = "float32", 
         low, high = {"norm_weight": (0.5, 1.5), "norm_bias": (-0.5, 0.5),
                      "norm_mean": (-0.5, 0.5), "norm_var": (0.5, 1.5)}[init]
         value = rng.uniform(low, high, param.shape)
+    elif init == "normal":
+        value = rng.standard_normal(param.shape)
     elif init == "uniform":
         bound = 1.0 / np.sqrt(param.fan_in)
         value = rng.uniform(-bound, bound, param.shape)

@@ -97,8 +97,8 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
 
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
-    if kind == "cross_entropy":
-        return F.cross_entropy
+    if kind == "cross_entropy":  # logits (..., classes): per example, or per step of a sequence
+        return lambda logits, targets: F.cross_entropy(logits.flatten(0, -2), targets.flatten())
     if kind == "mse":
         return F.mse_loss
     return F.binary_cross_entropy_with_logits

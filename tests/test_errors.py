@@ -51,7 +51,7 @@ def test_bad_targets_name_expected_and_given(lenet):
     inputs, _ = parity.example_batch(spec, 3)
     with pytest.raises(parity.InputError, match=r"expected integer class indices of shape \(3,\), got float32 \(3,\)"):
         parity.loss_and_grads("keras", models["keras"], inputs, np.zeros(3, np.float32))
-    with pytest.raises(parity.InputError, match=r"expected classes in \[0, 10\), got values in \[0, 12\]"):
+    with pytest.raises(parity.InputError, match=r"expected class indices in \[0, 10\), got values in \[0, 12\]"):
         parity.loss_and_grads("jax", models["jax"], inputs, np.array([0, 12, 3]))
     perceptron = parity.spec("perceptron", "tiny")
     x, _ = parity.example_batch(perceptron, 2)

@@ -38,9 +38,11 @@ def test_matches_torch_flop_counter(name, preset):
     spec = parity.spec(name, preset)
     with torch.device("meta"):
         model = MODELS[name](spec, torch.float32).train()
-        inputs = torch.empty((3, *spec.input_shape))
-        example = parity.example_batch(spec, 3)[1]
-        targets = torch.zeros(example.shape, dtype=getattr(torch, str(example.dtype)))
+        example_inputs, example_targets = parity.example_batch(spec, 3)
+        if isinstance(example_inputs, dict):
+            example_inputs = example_inputs[spec.input_kind]
+        inputs, targets = (torch.zeros(a.shape, dtype=getattr(torch, str(a.dtype))) for a in (example_inputs,
+                                                                                              example_targets))
     with FlopCounterMode(display=False) as counter:
         with torch.no_grad():
             model(inputs)

@@ -5,7 +5,7 @@ from pytorch_impl.models.efficientnet import EfficientNet
 from pytorch_impl.models.lenet5 import LeNet5
 from pytorch_impl.models.mlp import MLP
 from pytorch_impl.models.perceptron import Perceptron
-from pytorch_impl.models.recurrent import GRU, LSTM, RNN
+from pytorch_impl.models.recurrent import GRU, LSTM, RNN, CharLM
 from pytorch_impl.models.resnet import ResNet
 from pytorch_impl.models.vgg import VGG
 
@@ -13,4 +13,4 @@ MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": Ale
           **dict.fromkeys(("vgg11", "vgg11_bn", "vgg16", "vgg16_bn"), VGG),
           **dict.fromkeys(("resnet18", "resnet34", "resnet50", "resnet101"), ResNet),
           "densenet121": DenseNet, "efficientnet_b0": EfficientNet,
-          "rnn": RNN, "lstm": LSTM, "gru": GRU}
+          "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM}

@@ -50,3 +50,19 @@ class LSTM(Recurrent, nn.LSTM):
 
 class GRU(Recurrent, nn.GRU):
     pass
+
+
+class CharLM(nn.Module):
+    """char-rnn: embedding -> LSTM stack -> Linear over the vocabulary, at every step."""
+
+    def __init__(self, spec, dtype):
+        super().__init__()
+        self.spec = spec
+        self.embedding = nn.Embedding(spec.vocab_size, spec.embedding_dim, dtype=dtype)
+        self.rnn = LSTM(spec.recurrent, dtype)
+        self.head = nn.Linear(spec.hidden_size, spec.vocab_size, dtype=dtype)
+
+    def forward(self, tokens, h_0=None, c_0=None):  # (B, T) int64
+        x = self.embedding(tokens)  # (B, T, embedding_dim)
+        outputs = self.rnn(x, h_0=h_0, c_0=c_0)  # output (B, T, H); h_n, c_n (L, B, H)
+        return {"logits": self.head(outputs["output"]), "h_n": outputs["h_n"], "c_n": outputs["c_n"]}  # (B, T, V)
