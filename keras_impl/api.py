@@ -82,7 +82,8 @@ def _recording(model, records):
     def recorder(name, call):
         def recording_call(*args, **kwargs):
             output = call(*args, **kwargs)
-            records[name] = output
+            if keras.ops.is_tensor(output):  # not a recurrent cell's (h, states) step or a dict of outputs
+                records[name] = output
             return output
         return recording_call
 
@@ -143,5 +144,7 @@ def loss_and_grads(model, inputs, targets, *, train=False):
         loss = loss_fn(model(x, training=train, **extra)[model.spec.loss_output], targets)
     grads = tape.gradient(loss, [native[name] for name in trainable],
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    return float(loss), {name: layouts.from_native(FRAMEWORK, entries[name].kind, np.asarray(g), entries[name].meta)
+    # tf.convert_to_tensor: an embedding's gradient comes as IndexedSlices (the rows looked up).
+    return float(loss), {name: layouts.from_native(FRAMEWORK, entries[name].kind, np.asarray(tf.convert_to_tensor(g)),
+                                                   entries[name].meta)
                          for name, g in zip(trainable, grads)}

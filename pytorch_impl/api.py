@@ -64,7 +64,8 @@ def _set_mode(model, train):
 
 
 def _record(records, name, module, args, output):
-    records[name] = output.detach().cpu().numpy().copy()
+    if isinstance(output, torch.Tensor):  # not a dict of outputs (a recurrent stack inside a model)
+        records[name] = output.detach().cpu().numpy().copy()
 
 
 def _native_inputs(spec, inputs):

@@ -42,7 +42,7 @@ def test_inputs_may_be_named_by_kind(lenet):
     inputs, _ = parity.example_batch(spec, 2)
     named = parity.forward("jax", models["jax"], {"image": inputs})["logits"]
     assert (named == parity.forward("jax", models["jax"], inputs)["logits"]).all()
-    with pytest.raises(parity.InputError, match=r"expected a dict with the key \['image'\].*got keys \['pixels'\]"):
+    with pytest.raises(parity.InputError, match=r"expected a dict with the key 'image'.*got keys \['pixels'\]"):
         parity.forward("jax", models["jax"], {"pixels": inputs})
 
 
