@@ -49,8 +49,8 @@ bench() {  # SECONDS_PER_FRAMEWORK BENCH-ARGS...
     done
 }
 bench 40 mlp lenet5 --batch 4096 --rounds 20
-bench 120 resnet50 --batch 128 --rounds 10 --dtype float32
-bench 80 resnet50 --batch 128 --rounds 10 --dtype bf16 --mode compiled
+bench 100 resnet50 --batch 128 --rounds 10 --dtype float32
+bench 70 resnet50 --batch 128 --rounds 10 --dtype bf16 --mode compiled
 bench 30 lstm --batch 64 --rounds 10
 
 [ -z "$DRY_RUN" ] && ls -R "$RESULTS" | tail -20

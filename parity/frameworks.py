@@ -166,7 +166,11 @@ def forward(framework: str, model, inputs, *, train: bool = False, rng: int | No
     api = adapter(framework)
     inputs = _check_inputs(model.spec, api.dtype_of(model), inputs)
     _check_batch_norm_batch(model.spec, inputs, train)
-    return api.forward(model, inputs, train=train, rng=rng, trace=trace)
+    result = api.forward(model, inputs, train=train, rng=rng, trace=trace)
+    outputs, records = result if trace else (result, None)
+    # The spec's order: jax.jit hands dicts back with their keys sorted ("h_n" before "output").
+    outputs = {name: outputs[name] for name in model.spec.output_names}
+    return (outputs, records) if trace else outputs
 
 
 def _check_targets(spec: Spec, dtype: str, targets, inputs) -> np.ndarray:
