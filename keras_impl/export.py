@@ -2,8 +2,13 @@
 and a TFLite/LiteRT flatbuffer.
 
 Exported graphs take canonical inputs (channels first): the serving function applies the
-input permutation of `parity.layouts` before calling the channels-last model.
+input permutation of `parity.layouts` before calling the channels-last model. Recurrent models
+take `parity.export.input_signature`'s named inputs with a symbolic time axis, except in TFLite:
+keras.layers.RNN's while loop builds TensorLists whose element shape holds the dynamic batch,
+which the converter cannot lower, so for TFLite the loops are unrolled over spec.seq_len steps.
 """
+import contextlib
+import re
 import tempfile
 
 import keras_impl  # noqa: F401  (selects the backend before keras is imported)
@@ -12,21 +17,66 @@ import keras
 import tensorflow as tf
 
 from parity import layouts
+from parity.export import input_signature, is_sequence
 
 
-def _serving_function(model, outputs_as_dict: bool):
+def _serving_function(model, outputs_as_dict: bool, dynamic_time: bool = True):
     spec = model.spec
     permutation = layouts.input_permutation("keras", len(spec.input_shape) + 1, spec.input_kind)
-    signature = [tf.TensorSpec((None, *spec.input_shape), model.dtype_policy.variable_dtype, name=spec.input_kind)]
+    inputs = input_signature(spec, model.dtype_policy.variable_dtype, dynamic_time)
+    signature = [tf.TensorSpec([size if isinstance(size, int) else None for size in shape], dtype, name=name)
+                 for name, dtype, shape in inputs]
+    state_names = [name for name, _, _ in inputs[1:]]
 
-    @tf.function(input_signature=signature)
-    def serve(x):
-        outputs = model(x if permutation is None else keras.ops.transpose(x, permutation), training=False)
+    def outputs_of(outputs):
         if outputs_as_dict:  # SavedModel/TFLite signatures name their outputs
             return {name: outputs[name] for name in spec.output_names}
         return tuple(outputs[name] for name in spec.output_names)  # ONNX outputs are positional
 
+    if is_sequence(spec):
+        @tf.function(input_signature=signature)
+        def serve(x, *states):
+            return outputs_of(model(x, **dict(zip(state_names, states)), training=False))
+    else:
+        @tf.function(input_signature=signature)
+        def serve(x):
+            return outputs_of(model(x if permutation is None else keras.ops.transpose(x, permutation),
+                                    training=False))
+
     return serve, signature
+
+
+@contextlib.contextmanager
+def _unrolled(model):
+    """Every keras.layers.RNN of the model unrolled (a static Python loop over the steps) inside."""
+    loops = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.RNN)]
+    before = [loop.unroll for loop in loops]
+    try:
+        for loop in loops:
+            loop.unroll = True
+        yield
+    finally:
+        for loop, unroll in zip(loops, before):
+            loop.unroll = unroll
+
+
+_VALID_SCOPE = re.compile(r"^[A-Za-z0-9.]")
+
+
+def _with_saveable_variable_names(model):
+    """`model`, or a copy of it whose TensorFlow variable names can be written to a SavedModel.
+
+    tf.saved_model.save re-creates every variable under its TensorFlow name as a root name scope,
+    which must not start with "_"; layers of a private class (the recurrent cells, `_LSTMCell`)
+    name theirs "_lstm_cell/weight_ih". The copy is built under a "parity" name scope from the
+    model's canonical state: same weights, same Keras paths, valid names.
+    """
+    if all(_VALID_SCOPE.match(variable.value.name) for variable in model.variables):
+        return model
+    from parity.frameworks import build, export_state
+
+    with tf.name_scope("parity"):
+        return build("keras", model.spec, export_state("keras", model))
 
 
 def export_onnx(model, path, opset: int):
@@ -38,18 +88,24 @@ def export_onnx(model, path, opset: int):
     onnx.save(proto, str(path))
 
 
-def export_native(model, path, format: str):
-    """savedmodel: a SavedModel directory with a `serving_default` signature taking the named
-    canonical input; tflite: the same function converted to a LiteRT flatbuffer."""
-    serve, signature = _serving_function(model, outputs_as_dict=True)
+def _archive(model, dynamic_time: bool):
+    serve, signature = _serving_function(model, outputs_as_dict=True, dynamic_time=dynamic_time)
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(name="serving_default", fn=serve, input_signature=signature)
+    return archive
+
+
+def export_native(model, path, format: str):
+    """savedmodel: a SavedModel directory with a `serving_default` signature taking the named
+    canonical inputs; tflite: the same function converted to a LiteRT flatbuffer."""
+    model = _with_saveable_variable_names(model)
     if format == "savedmodel":
-        archive.write_out(str(path), verbose=False)
+        _archive(model, dynamic_time=True).write_out(str(path), verbose=False)
         return
     # Converting from a SavedModel freezes the variables; from_concrete_functions on the live
     # model produced NaN outputs (variables left unread in the flatbuffer).
     with tempfile.TemporaryDirectory() as saved_model:
-        archive.write_out(saved_model, verbose=False)
+        with _unrolled(model) if is_sequence(model.spec) else contextlib.nullcontext():
+            _archive(model, dynamic_time=False).write_out(saved_model, verbose=False)
         path.write_bytes(tf.lite.TFLiteConverter.from_saved_model(saved_model).convert())

@@ -8,6 +8,29 @@ framework's native deployment format. Writes are atomic; an existing target need
     savedmodel    keras                 <path>/<version>/ (TensorFlow Serving layout)
     tflite        keras                 <path>.tflite (LiteRT flatbuffer)
     jax-export    jax                   <path>.jaxexport (jax.export serialized StableHLO)
+
+Recurrent models (rnn, lstm, gru, char_lm) export with the same named inputs in every format:
+the main input `sequence` float32 (batch, time, input_size) or `tokens` int64 (batch, time),
+then the initial states `h_0` (and `c_0` for LSTMs) float32 (num_layers * directions, batch,
+hidden_size), so a deployed language model is stepped with its state carried; run_exported
+fills omitted states with zeros, as the native models do. Outputs keep the spec's order
+(`output`/`logits`, `h_n`, `c_n`).
+Limitations, each tested (tests/test_export_sequence.py):
+- No `lengths` input: exported recurrent layers take full-length sequences. torch.export cannot
+  trace pack_padded_sequence (GuardOnDataDependentSymNode: "Could not extract specialized
+  integer from data-dependent expression u0"), so no format takes lengths. Padded steps are
+  computed like any other (h_n is the state after the last padded step): run each sequence at
+  its own length where the time axis is symbolic.
+- The time axis is symbolic (`time`) where the exporter keeps it so: ONNX from Keras and JAX,
+  SavedModel, jax-export, and ONNX from torch for lstm, gru and char_lm (the ONNX LSTM/GRU ops
+  do not depend on the length: parity traces twice, at seq_len and seq_len + 1, and marks the
+  axis symbolic only when both graphs are identical). It is fixed at the spec's `seq_len` in
+  torch-export (torch.export unrolls nn.RNN/LSTM/GRU over the steps: "Constraints violated
+  (time)! ... specialized it to be a constant"), in ONNX from torch for rnn (the exporter
+  unrolls aten.rnn_tanh/rnn_relu step by step), and in TFLite (keras.layers.RNN's while loop
+  needs "'tf.TensorListReserve' op requires element_shape to be static", so the loops are
+  unrolled over seq_len steps). Export a spec with another `seq_len` (the state is the same)
+  for another fixed length, e.g. seq_len=1 to step a language model one token at a time.
 """
 from __future__ import annotations
 
@@ -35,6 +58,24 @@ FORMATS = {
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "savedmodel": "", "tflite": ".tflite",
             "jax-export": ".jaxexport"}
 
+BATCH, TIME = "batch", "time"  # the names of the symbolic axes of exported inputs and outputs
+SEQUENCE_INPUTS = ("sequence", "tokens")  # input kinds of the recurrent models
+# Initial states: exported as inputs (run_exported fills omitted ones with zeros).
+STATE_INPUTS = ("h_0", "c_0")
+# Native inputs no exported artifact takes, and why (run_exported's error when one is given).
+NOT_EXPORTED = {
+    "lengths": "exported recurrent layers take full-length sequences: torch.export cannot trace "
+               "pack_padded_sequence (GuardOnDataDependentSymNode), so no format takes `lengths`; "
+               "run each sequence at its own length where the time axis is symbolic",
+}
+# (framework, format) pairs whose exported time axis is always fixed at spec.seq_len, and why.
+FIXED_TIME = {
+    ("torch", "torch-export"): "torch.export unrolls nn.RNN/LSTM/GRU over the steps and specializes the time "
+                               "axis (\"Constraints violated (time)! ... specialized it to be a constant\")",
+    ("keras", "tflite"): "keras.layers.RNN's while loop does not convert (\"'tf.TensorListReserve' op requires "
+                         "element_shape to be static\"): the loops are unrolled over seq_len steps",
+}
+
 
 class ExportError(ParityError, ValueError):
     """An unsupported framework/format pair, an existing target without force, a failed export."""
@@ -48,6 +89,36 @@ def state_hash(state: dict[str, np.ndarray]) -> str:
         digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
+
+
+def is_sequence(spec: Spec) -> bool:
+    return spec.input_kind in SEQUENCE_INPUTS
+
+
+def input_signature(spec: Spec, dtype: str, dynamic_time: bool = True) -> list[tuple[str, str, tuple]]:
+    """(name, dtype, shape) of every input an exported artifact of `spec` takes, in order.
+
+    Shapes hold ints and the names of symbolic axes: `batch` always, `time` for the time axis of a
+    recurrent model's main input when `dynamic_time` (else it is fixed at `spec.seq_len`).
+    """
+    if not is_sequence(spec):
+        return [(spec.input_kind, dtype, (BATCH, *spec.input_shape))]
+    time = TIME if dynamic_time else spec.seq_len
+    if spec.input_kind == "tokens":
+        main = (spec.input_kind, "int64", (BATCH, time))
+    else:
+        main = (spec.input_kind, dtype, (BATCH, time, *spec.input_shape[1:]))
+    layers, hidden = spec.state_shape
+    return [main] + [(name, dtype, (layers, BATCH, hidden)) for name in spec.optional_inputs if name in STATE_INPUTS]
+
+
+def symbolic_axes(spec: Spec, name: str) -> dict[int, str]:
+    """Axis index -> `batch`/`time` for an exported input or output of `spec`."""
+    if not is_sequence(spec):
+        return {0: BATCH}
+    if name in STATE_INPUTS or name in ("h_n", "c_n"):
+        return {1: BATCH}  # (num_layers * directions, batch, hidden)
+    return {0: BATCH, 1: TIME}  # sequence/tokens, output/logits
 
 
 def check_support(framework: str, format: str) -> None:
@@ -70,14 +141,19 @@ def _annotate_onnx(path: Path, spec: Spec, state_digest: str, framework: str) ->
 
     model = onnx.load(str(path))
     graph = model.graph
-    renames = {old.name: new for old, new in zip(graph.input, [spec.input_kind])}
+    names = [name for name, _, _ in input_signature(spec, "float32")]
+    if len(graph.input) != len(names):
+        raise ExportError(f"export: the {framework} ONNX graph has {len(graph.input)} inputs, expected {names}")
+    renames = {old.name: new for old, new in zip(graph.input, names)}
     renames.update({old.name: new for old, new in zip(graph.output, spec.output_names)})
-    for node in graph.node:
-        node.input[:] = [renames.get(n, n) for n in node.input]
-        node.output[:] = [renames.get(n, n) for n in node.output]
+    _rename_values(graph, renames)
     for value in list(graph.input) + list(graph.output):
         value.name = renames.get(value.name, value.name)
-        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+        dims = value.type.tensor_type.shape.dim
+        for axis, label in symbolic_axes(spec, value.name).items():
+            # Batch is always symbolic; time where the exporter left it symbolic (not a fixed size).
+            if label == BATCH or not dims[axis].HasField("dim_value"):
+                dims[axis].dim_param = label
     del model.metadata_props[:]
     for key, value in {"parity.architecture": spec.architecture, "parity.framework": framework,
                        "parity.spec": json.dumps(spec.to_dict()), "parity.state_sha256": state_digest,
@@ -85,6 +161,22 @@ def _annotate_onnx(path: Path, spec: Spec, state_digest: str, framework: str) ->
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
+
+
+def _rename_values(graph, renames: dict[str, str]) -> None:
+    """Rename values in a graph's nodes, and in the subgraphs of Loop/If/Scan bodies, which may
+    read the outer graph's inputs by name."""
+    import onnx
+
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _rename_values(attribute.g, renames)
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for subgraph in attribute.graphs:
+                    _rename_values(subgraph, renames)
 
 
 def _replace_atomically(staged: Path, target: Path) -> None:

@@ -133,3 +133,44 @@ def activation_from_native(framework: str, array: np.ndarray, input_kind: str) -
     if _channels_last(framework, input_kind, array.ndim):
         return np.ascontiguousarray(np.moveaxis(array, -1, 1))
     return array
+
+
+# Porting torch.nn's recurrent tensors into the frameworks' OWN layers. parity's Keras and Flax
+# models use cells that hold torch's four tensors as they are (exact state round trips, one
+# gradient per tensor); these say what keras.layers.SimpleRNN/LSTM/GRU and nnx.SimpleCell/
+# OptimizedLSTMCell/GRUCell need instead, and what they lose (tests/test_sequence.py).
+def _gates(array: np.ndarray, hidden: int, order: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate([array[g * hidden:(g + 1) * hidden] for g in order])
+
+
+def keras_native_recurrent(kind: str, weight_ih, weight_hh, bias_ih=None, bias_hh=None) -> list[np.ndarray]:
+    """`set_weights` of keras.layers.SimpleRNN / LSTM / GRU(reset_after=True) for one torch.nn
+    layer and direction. LSTM gates i, f, c, o are torch's i, f, g, o; the GRU's z, r, h are
+    torch's r, z, n reordered, with both biases kept as a (2, 3H) stack. SimpleRNN and LSTM have
+    one bias: only b_ih + b_hh survives (the forward pass is exact; the state cannot go back)."""
+    hidden = weight_hh.shape[1]
+    order = (1, 0, 2) if kind == "gru" else tuple(range(weight_hh.shape[0] // hidden))
+    weights = [_gates(weight_ih, hidden, order).T, _gates(weight_hh, hidden, order).T]
+    if bias_ih is not None:
+        biases = (_gates(bias_ih, hidden, order), _gates(bias_hh, hidden, order))
+        weights.append(np.stack(biases) if kind == "gru" else biases[0] + biases[1])
+    return weights
+
+
+def flax_native_recurrent(kind: str, weight_ih, weight_hh, bias_ih=None, bias_hh=None) -> dict[str, np.ndarray]:
+    """Parameters (by attribute path) of nnx.SimpleCell / OptimizedLSTMCell / GRUCell for one
+    torch.nn layer and direction; gates are torch's order in all three. Only one bias survives
+    the sum (on `dense_i` for SimpleCell and GRUCell, `dense_h` for the LSTM). nnx.GRUCell has no
+    bias inside r * (W_hn h + b_hn): torch's GRU fits only where b_hn is 0, else a ValueError."""
+    hidden = weight_hh.shape[1]
+    params = {"dense_i.kernel": weight_ih.T, "dense_h.kernel": weight_hh.T}
+    if bias_ih is None:
+        return params
+    if kind == "gru":
+        if np.any(bias_hh[2 * hidden:]):
+            raise ValueError("nnx.GRUCell cannot hold torch's GRU: b_hn (bias_hh's last third) sits inside "
+                             "r * (W_hn h + b_hn), where the cell has no bias; it fits only when b_hn = 0")
+        params["dense_i.bias"] = bias_ih + np.concatenate([bias_hh[:2 * hidden], np.zeros(hidden, bias_hh.dtype)])
+    else:
+        params["dense_h.bias" if kind == "lstm" else "dense_i.bias"] = bias_ih + bias_hh
+    return params

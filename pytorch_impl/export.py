@@ -1,12 +1,18 @@
 """PyTorch exporters: ONNX through `torch.onnx.export(dynamo=True)`, and `torch.export` (.pt2).
 
 Exported graphs take canonical inputs (torch's own layout) with a dynamic batch dimension.
+Recurrent models take `parity.export.input_signature`'s named inputs (sequence or tokens, then
+h_0, c_0). torch.export specializes their time axis (nn.RNN/LSTM/GRU are unrolled while tracing),
+so they are traced at `spec.seq_len`; the ONNX graph gets a symbolic `time` axis only when a
+second trace, one step longer, gives the identical graph (ONNX LSTM/GRU ops: yes; RNN: unrolled).
 """
 import contextlib
 import io
 
 import torch
 from torch import nn
+
+from parity.export import BATCH, STATE_INPUTS, TIME, input_signature, is_sequence, symbolic_axes
 
 
 class _OutputTuple(nn.Module):
@@ -21,26 +27,116 @@ class _OutputTuple(nn.Module):
         return tuple(outputs[name] for name in self.model.spec.output_names)
 
 
-def _example_and_dynamic_batch(model):
+class _Sequence(nn.Module):
+    """A recurrent model with the exported signature: positional (main input, h_0[, c_0]), named
+    like parity's inputs (torch.export keeps the argument names), outputs in the spec's order."""
+
+    def __init__(self, model, as_dict: bool):
+        super().__init__()
+        self.model = model
+        self.as_dict = as_dict
+
+    def outputs(self, outputs):
+        names = self.model.spec.output_names
+        return {name: outputs[name] for name in names} if self.as_dict else tuple(outputs[n] for n in names)
+
+
+class _SequenceH(_Sequence):
+    def forward(self, sequence, h_0):
+        return self.outputs(self.model(sequence, h_0=h_0))
+
+
+class _SequenceHC(_Sequence):
+    def forward(self, sequence, h_0, c_0):
+        return self.outputs(self.model(sequence, h_0=h_0, c_0=c_0))
+
+
+class _TokensHC(_Sequence):
+    def forward(self, tokens, h_0, c_0):
+        return self.outputs(self.model(tokens, h_0=h_0, c_0=c_0))
+
+
+def _wrapped(model, as_dict: bool):
     spec = model.spec
-    example = torch.zeros((2, *spec.input_shape), dtype=next(model.parameters()).dtype)
-    return (example,), ({0: torch.export.Dim("batch")},)
+    if not is_sequence(spec):
+        return model if as_dict else _OutputTuple(model)
+    states = [name for name in spec.optional_inputs if name in STATE_INPUTS]
+    wrapper = {("sequence", 1): _SequenceH, ("sequence", 2): _SequenceHC, ("tokens", 2): _TokensHC}
+    return wrapper[spec.input_kind, len(states)](model, as_dict)
+
+
+def _examples_and_dynamic_shapes(model, steps=None):
+    """Example inputs (batch 2, time `steps` or spec.seq_len) and their dynamic batch axes."""
+    dtype = next(model.parameters()).dtype
+    batch = torch.export.Dim(BATCH)
+    examples, dynamic = [], []
+    for name, kind, shape in input_signature(model.spec, str(dtype).removeprefix("torch."), dynamic_time=False):
+        sizes = [2 if size == BATCH else size for size in shape]
+        if steps is not None and name == model.spec.input_kind:
+            sizes[1] = steps
+        examples.append(torch.zeros(sizes, dtype=getattr(torch, kind)))
+        dynamic.append({axis: batch for axis, label in symbolic_axes(model.spec, name).items() if label == BATCH})
+    return tuple(examples), tuple(dynamic)
+
+
+def _onnx_program(model, path, opset: int, steps=None):
+    example, dynamic_shapes = _examples_and_dynamic_shapes(model, steps)
+    names = [name for name, _, _ in input_signature(model.spec, "float32")]
+    # The dynamo exporter prints its progress to stdout even with verbose=False; a failure still
+    # raises with its own message, so the progress lines are dropped.
+    with contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(_wrapped(model, as_dict=False), example, str(path), dynamo=True, opset_version=opset,
+                          input_names=names, output_names=list(model.spec.output_names),
+                          dynamic_shapes=dynamic_shapes, verbose=False)
+
+
+def _graph_fingerprint(path) -> list[bytes]:
+    """The nodes and initializers of an ONNX graph, without shape annotations or node metadata."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    nodes = []
+    for node in graph.node:
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        del node.metadata_props[:]
+        nodes.append(node.SerializeToString())
+    return nodes + [tensor.SerializeToString() for tensor in graph.initializer]
+
+
+def _mark_time_symbolic(model, path, opset: int) -> None:
+    """Make the time axis of a recurrent model's ONNX graph symbolic if the graph does not depend
+    on it: a second trace one step longer must give the identical graph."""
+    import onnx
+
+    spec = model.spec
+    longer = path.with_name(path.name + ".longer")
+    try:
+        _onnx_program(model, longer, opset, steps=spec.seq_len + 1)
+        if _graph_fingerprint(longer) != _graph_fingerprint(path):
+            return  # the graph depends on the length (unrolled steps): the time axis stays fixed
+    finally:
+        longer.unlink(missing_ok=True)
+    proto = onnx.load(str(path))
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        for axis, label in symbolic_axes(spec, value.name).items():
+            if label == TIME:
+                value.type.tensor_type.shape.dim[axis].dim_param = TIME
+    # The intermediate shape annotations carry the traced length; they are optional (ONNX re-infers).
+    del proto.graph.value_info[:]
+    onnx.save(proto, str(path))
 
 
 def export_onnx(model, path, opset: int):
     model.eval()
-    example, dynamic_shapes = _example_and_dynamic_batch(model)
-    # The dynamo exporter prints its progress to stdout even with verbose=False; a failure still
-    # raises with its own message, so the progress lines are dropped.
-    with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(_OutputTuple(model), example, str(path), dynamo=True, opset_version=opset,
-                          input_names=[model.spec.input_kind], output_names=list(model.spec.output_names),
-                          dynamic_shapes=dynamic_shapes, verbose=False)
+    _onnx_program(model, path, opset)
+    if is_sequence(model.spec):
+        _mark_time_symbolic(model, path, opset)
 
 
 def export_native(model, path, format: str):
-    """torch-export: a serialized ExportedProgram (dict outputs, dynamic batch)."""
+    """torch-export: a serialized ExportedProgram (dict outputs, dynamic batch; recurrent models
+    at a fixed time axis of spec.seq_len steps)."""
     model.eval()
-    example, dynamic_shapes = _example_and_dynamic_batch(model)
-    program = torch.export.export(model, example, dynamic_shapes=dynamic_shapes)
+    example, dynamic_shapes = _examples_and_dynamic_shapes(model)
+    program = torch.export.export(_wrapped(model, as_dict=True), example, dynamic_shapes=dynamic_shapes)
     torch.export.save(program, str(path))

@@ -148,3 +148,73 @@ def test_bad_inputs_are_clear_errors():
     for message, bad in cases.items():
         with pytest.raises(InputError, match=message):
             parity.forward("torch", model, bad)
+
+
+def one_layer(kind, dtype="float64"):
+    """torch.nn's one-layer, one-direction module, its state, inputs (B=3, T=5) and outputs."""
+    torch.manual_seed(0)
+    module = TORCH_NN[kind](3, 4, batch_first=True, dtype=getattr(torch, dtype))
+    x = np.random.default_rng(0).standard_normal((3, 5, 3)).astype(dtype)
+    tensors = [module.state_dict()[f"{name}_l0"].numpy() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    return module, tensors, x
+
+
+@pytest.mark.parametrize("kind", list(TORCH_NN))
+def test_keras_native_layers_hold_torch_nn_math_with_a_fused_bias_and_gru_reordering(kind):
+    """keras.layers.SimpleRNN / LSTM / GRU(reset_after=True) reproduce torch.nn with
+    `layouts.keras_native_recurrent`: the GRU's gates reordered (z, r, h vs r, z, n), SimpleRNN's
+    and LSTM's two biases summed into their one (so the state cannot be exported back)."""
+    import keras
+
+    module, tensors, x = one_layer(kind)
+    layer = {"rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind](
+        4, return_sequences=True, dtype="float64")
+    layer.build(x.shape)
+    layer.set_weights(parity.layouts.keras_native_recurrent(kind, *tensors))
+    assert len(layer.get_weights()) == 3 and layer.get_weights()[2].shape == ((2, 12) if kind == "gru" else
+                                                                              (module.weight_hh_l0.shape[0],))
+    np.testing.assert_allclose(np.asarray(layer(x)), module(torch.from_numpy(x))[0].detach().numpy(),
+                               rtol=0, atol=1e-13)
+
+
+def test_keras_masking_repeats_the_last_output_unless_told_to_zero():
+    """keras.layers.RNN's default `zero_output_for_mask=False` copies the last valid output into
+    the padded steps; torch.nn (pad_packed_sequence) has zeros there. The Keras models set it."""
+    import keras
+
+    _, tensors, x = one_layer("gru")
+    mask = np.arange(5)[None, :] < np.array([5, 2, 3])[:, None]
+    outputs = {}
+    for zero in (False, True):
+        layer = keras.layers.GRU(4, return_sequences=True, zero_output_for_mask=zero, dtype="float64")
+        layer.build(x.shape)
+        layer.set_weights(parity.layouts.keras_native_recurrent("gru", *tensors))
+        outputs[zero] = np.asarray(layer(x, mask=mask))
+    np.testing.assert_array_equal(outputs[False][1, 2:], np.repeat(outputs[False][1, 1:2], 3, axis=0))
+    assert not np.any(outputs[True][1, 2:]) and np.array_equal(outputs[True][0], outputs[False][0])
+
+
+@pytest.mark.parametrize("kind", list(TORCH_NN))
+def test_flax_native_cells_hold_torch_nn_math_except_the_grus_b_hn(kind):
+    """nnx.SimpleCell / OptimizedLSTMCell / GRUCell keep torch's gate order but one bias each;
+    nnx.GRUCell has no bias inside r * (W_hn h + b_hn), so a torch GRU fits only with b_hn = 0
+    (`layouts.flax_native_recurrent` refuses otherwise; dropping it is a different model)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    module, tensors, x = one_layer(kind)
+    if kind == "gru":
+        with pytest.raises(ValueError, match="b_hn"):
+            parity.layouts.flax_native_recurrent(kind, *tensors)
+        with torch.no_grad():
+            module.bias_hh_l0[8:] = 0.0
+        tensors[3] = module.bias_hh_l0.detach().numpy()
+    with jax.enable_x64(True):
+        cell = {"rnn": nnx.SimpleCell, "lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}[kind](
+            3, 4, dtype=jnp.float64, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+        for path, value in parity.layouts.flax_native_recurrent(kind, *tensors).items():
+            module_name, leaf = path.split(".")
+            getattr(getattr(cell, module_name), leaf)[...] = jnp.asarray(value)
+        output = np.asarray(nnx.RNN(cell)(jnp.asarray(x)))
+    np.testing.assert_allclose(output, module(torch.from_numpy(x))[0].detach().numpy(), rtol=0, atol=1e-13)
