@@ -35,8 +35,9 @@ run "$PYTHON" -c "import sys, torch, jax, flax, optax, numpy; print(sys.version.
 # 1. Parity on the GPU at the tiny presets, one architecture per family: torch placed on CUDA,
 # JAX (and TF) on their default GPU device. TF32 is off (parity.set_deterministic), so GPU kernels
 # must still agree to the CPU tolerances. No preallocation: torch and JAX share the GPU here.
-run env PARITY_TORCH_DEVICE=cuda XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 90 \
-    "$PYTHON" -m parity.cli check perceptron mlp lenet5 resnet18 efficientnet_b0 rnn lstm gru \
+# (Eight presets did not finish in 90 s on an H100 in 2026-11: JAX compiles every model on the GPU.)
+run env PARITY_TORCH_DEVICE=cuda XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 \
+    "$PYTHON" -m parity.cli check mlp lenet5 resnet18 lstm \
     --frameworks "$FRAMEWORKS" --dtype all --train
 
 # 2. Throughput, float32 (TF32 off, the parity setting) and bf16, eager and compiled, inference and
@@ -48,10 +49,11 @@ bench() {  # SECONDS_PER_FRAMEWORK BENCH-ARGS...
             --save "$RESULTS"
     done
 }
-bench 40 mlp lenet5 --batch 4096 --rounds 20
+# Limits from the 2026-11 H100 run: JAX's eager mode (op-by-op compilation) did not finish these.
+bench 60 mlp lenet5 --batch 4096 --rounds 20 --mode compiled
 bench 100 resnet50 --batch 128 --rounds 10 --dtype float32
-bench 70 resnet50 --batch 128 --rounds 10 --dtype bf16 --mode compiled
-bench 30 lstm --batch 64 --rounds 10
+bench 90 resnet50 --batch 128 --rounds 10 --dtype bf16 --mode compiled
+bench 45 lstm --batch 64 --rounds 10 --mode compiled
 
 [ -z "$DRY_RUN" ] && ls -R "$RESULTS" | tail -20
 if [ ${#FAILED[@]} -gt 0 ]; then echo "failed stages: ${FAILED[*]}"; exit 1; fi
