@@ -1,11 +1,13 @@
 """optax transformations configured to match torch.optim, from a `parity.optimizers.OptimizerSpec`,
 driven by `nnx.Optimizer(model, tx, wrt=nnx.Param)`.
 
-optax's aliases match torch except in three places, each measured in tests/test_optimizers.py:
+optax's aliases match torch except in four places, each measured in tests/test_optimizers.py:
 torch's coupled weight_decay is `optax.add_decayed_weights` chained *before* the rule; RMSprop
 is chained from optax's own parts so momentum accumulates before lr (as torch) with
 `eps_in_sqrt=False`; Adagrad, whose optax form puts eps inside the root, is one small
-transformation (`_scale_by_root_sum_of_squares`). Schedules get float step counts (`_schedule`).
+transformation (`_scale_by_root_sum_of_squares`); and clipping by global norm, whose optax form
+has no eps, is optax.clip_by_global_norm with torch's eps (`_clip_by_global_norm`), chained first.
+Schedules get float step counts (`_schedule`).
 """
 from functools import partial
 
@@ -16,7 +18,7 @@ import optax
 from flax import nnx
 
 from parity import layouts
-from parity.optimizers import state_layout
+from parity.optimizers import CLIP_EPS, state_layout
 from parity.state import layout
 # Package-internal helpers of the adapter: canonical names of nnx paths, float64 scope.
 from jax_impl.api import FRAMEWORK, _precision, dtype_of
@@ -54,6 +56,20 @@ def _scale_by_root_sum_of_squares(initial_accumulator_value, eps):
     return optax.GradientTransformation(init, update)
 
 
+def _clip_by_global_norm(max_norm, eps):
+    """optax.clip_by_global_norm scales by max_norm / norm (when norm >= max_norm);
+    torch.nn.utils.clip_grad_norm_ by min(max_norm / (norm + 1e-6), 1). The 1e-6 is a relative
+    1e-6 / norm in every clipped gradient, which float64 trajectories show (measured in
+    tests/test_optimizers.py, test_native_clipping_has_no_eps). optax's transformation, torch's scale."""
+
+    def update(updates, state, params=None):
+        del params
+        scale = jnp.minimum(max_norm / (optax.tree.norm(updates) + eps), 1.0)
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 def _transformation(opt_spec):
     """The optax GradientTransformation of torch.optim's rule."""
     s, lr = opt_spec, _schedule(opt_spec)
@@ -86,8 +102,14 @@ def _labels(frozen, params):
 def build_optimizer(model, opt_spec):
     """An nnx.Optimizer over the model's Params with the optax transformation matching torch.optim.
     Params marked by `jax_impl.transfer.freeze` are masked: optax.multi_transform gives them
-    optax.set_to_zero(), the rest the rule (optax's way to freeze part of a model)."""
+    optax.set_to_zero(), the rest the rule (optax's way to freeze part of a model). Clipping sits
+    inside the trained branch: the global norm is of the trained gradients only, as in torch and
+    Keras, which never see a frozen parameter's gradient."""
     tx = _transformation(opt_spec)
+    if opt_spec.clip_norm is not None:
+        # First in the chain, before torch's coupled weight decay, as optax.clip_by_global_norm
+        # would be; its state is empty, so the optimizer-state names are unchanged.
+        tx = optax.chain(_clip_by_global_norm(opt_spec.clip_norm, CLIP_EPS), tx)
     frozen = {path for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param))
               if param.get_metadata().get("frozen")}
     if frozen:

@@ -1,14 +1,15 @@
 """keras.optimizers configured to match torch.optim, from a `parity.optimizers.OptimizerSpec`.
 
-Keras' defaults and four of its rules differ from torch's; each difference is measured in
+Keras' defaults and five of its rules differ from torch's; each difference is measured in
 tests/test_optimizers.py and handled by the smallest subclass that restores torch's rule:
 
 - weight_decay: Keras' is always decoupled (AdamW's rule); torch's SGD/Adam/Adagrad/RMSprop
-  decay is L2 on the gradient -> `_CoupledWeightDecay` adds wd * p to the gradient;
+  decay is L2 on the gradient -> `_CoupledWeightDecay` adds wd * p to the (clipped) gradient;
 - Adam's epsilon is added before bias correction -> `_BiasCorrectedEpsilon` rescales it per step;
 - SGD's velocity has lr folded in -> `_SGD` rescales it when a schedule changes lr;
 - Adagrad and RMSprop put epsilon inside the square root (and RMSprop folds lr into its
-  momentum) -> `_Adagrad` and `_RMSprop` state torch's update on Keras' own slot variables.
+  momentum) -> `_Adagrad` and `_RMSprop` state torch's update on Keras' own slot variables;
+- global_clipnorm divides by the norm, torch's clip_grad_norm_ by norm + 1e-6 -> `_TorchClipNorm`.
 
 Keras also rounds Python-float hyper-parameters and a float learning rate to float32, which a
 float64 model must not see (`_hyper`, `_floatx`).
@@ -23,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from parity import layouts
-from parity.optimizers import learning_rate, split_state_name, state_layout
+from parity.optimizers import CLIP_EPS, learning_rate, split_state_name, state_layout
 from parity.state import layout, match_native_names
 # The adapter's package-internal map of canonical names to Keras variables.
 from keras_impl.api import FRAMEWORK, _named_variables, dtype_of
@@ -31,17 +32,39 @@ from keras_impl.api import FRAMEWORK, _named_variables, dtype_of
 
 class _CoupledWeightDecay:
     """torch's weight_decay (SGD, Adam, Adagrad, RMSprop) is L2 folded into the gradient,
-    g + wd * p, before anything else; Keras' `weight_decay` is always decoupled (p -= lr * wd * p,
-    AdamW's rule), so Keras' stays None and the gradient gets the term here."""
+    g + wd * p, inside optimizer.step(), so after any clipping; Keras' `weight_decay` is always
+    decoupled (p -= lr * wd * p, AdamW's rule), so Keras' stays None and the gradient gets the term
+    here: in the update step, which Keras calls with the gradients already clipped
+    (BaseOptimizer._backend_apply_gradients: _clip_gradients, then _backend_update_step)."""
 
     def __init__(self, *, coupled_weight_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.coupled_weight_decay = coupled_weight_decay
 
-    def apply(self, grads, trainable_variables=None):
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
         if self.coupled_weight_decay:
             grads = [g + ops.cast(self.coupled_weight_decay, v.dtype) * v for g, v in zip(grads, trainable_variables)]
-        return super().apply(grads, trainable_variables)
+        return super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+
+class _TorchClipNorm:
+    """Keras' `global_clipnorm` scales the gradients by max_norm * min(1 / norm, 1 / max_norm);
+    torch.nn.utils.clip_grad_norm_ by min(max_norm / (norm + 1e-6), 1). The 1e-6 is a relative
+    1e-6 / norm in every clipped gradient, which float64 trajectories show (measured in
+    tests/test_optimizers.py, test_native_clipping_has_no_eps). So Keras' own option and hook
+    (_clip_gradients, called before weight decay and the update step) with torch's scale."""
+
+    def __init__(self, *, clip_eps=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.clip_eps = clip_eps
+
+    def _clip_gradients(self, grads):
+        if not self.global_clipnorm:
+            return super()._clip_gradients(grads)
+        norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(g)) for g in grads])))  # Keras' global_norm
+        max_norm, eps = (ops.convert_to_tensor(x, norm.dtype) for x in (self.global_clipnorm, self.clip_eps))
+        scale = ops.minimum(max_norm / (norm + eps), ops.ones((), norm.dtype))
+        return [g * ops.cast(scale, g.dtype) for g in grads]
 
 
 class _BiasCorrectedEpsilon:
@@ -59,7 +82,7 @@ class _BiasCorrectedEpsilon:
         super().update_step(gradient, variable, learning_rate)
 
 
-class _SGD(_CoupledWeightDecay, keras.optimizers.SGD):
+class _SGD(_TorchClipNorm, _CoupledWeightDecay, keras.optimizers.SGD):
     """Keras keeps v = momentum * v - lr * g and adds it (p += v); torch keeps b = momentum * b + g
     and subtracts lr * b. So v = -lr * b, which survives a change of lr only if v is rescaled by
     lr_t / lr_(t-1) first (the native step alone mixes old and new learning rates)."""
@@ -74,15 +97,15 @@ class _SGD(_CoupledWeightDecay, keras.optimizers.SGD):
         super().update_step(gradient, variable, learning_rate)
 
 
-class _Adam(_CoupledWeightDecay, _BiasCorrectedEpsilon, keras.optimizers.Adam):
+class _Adam(_TorchClipNorm, _CoupledWeightDecay, _BiasCorrectedEpsilon, keras.optimizers.Adam):
     pass
 
 
-class _AdamW(_BiasCorrectedEpsilon, keras.optimizers.AdamW):
+class _AdamW(_TorchClipNorm, _BiasCorrectedEpsilon, keras.optimizers.AdamW):
     pass
 
 
-class _Adagrad(_CoupledWeightDecay, keras.optimizers.Adagrad):
+class _Adagrad(_TorchClipNorm, _CoupledWeightDecay, keras.optimizers.Adagrad):
     """Keras divides by sqrt(sum + epsilon), torch by sqrt(sum) + eps: torch's line below."""
 
     def update_step(self, gradient, variable, learning_rate):
@@ -93,7 +116,7 @@ class _Adagrad(_CoupledWeightDecay, keras.optimizers.Adagrad):
         self.assign_sub(variable, lr * gradient / (ops.sqrt(total) + self.epsilon))
 
 
-class _RMSprop(_CoupledWeightDecay, keras.optimizers.RMSprop):
+class _RMSprop(_TorchClipNorm, _CoupledWeightDecay, keras.optimizers.RMSprop):
     """Keras divides by sqrt(v + epsilon), torch by sqrt(v) + eps; and Keras' momentum buffer
     accumulates lr * g / rms where torch's accumulates g / rms and multiplies by lr afterwards
     (equal only while lr is constant). torch's update, on Keras' own slot variables."""
@@ -162,7 +185,9 @@ def build_optimizer(model, opt_spec):
     decay = "weight_decay" if s.name == "adamw" else "coupled_weight_decay"
     # name: Keras names an optimizer after its class, and "_sgd" is not a valid TensorFlow name
     # scope, which graphs (tf.function steps, model.fit) require.
-    common = {"learning_rate": _learning_rate(s, dtype), decay: h(s.weight_decay), "name": s.name}
+    common = {"learning_rate": _learning_rate(s, dtype), decay: h(s.weight_decay), "name": s.name,
+              # Keras' own global-norm clipping, before the rule, with torch's eps (_TorchClipNorm).
+              "global_clipnorm": None if s.clip_norm is None else h(s.clip_norm), "clip_eps": h(CLIP_EPS)}
     with _floatx(dtype):
         if s.name == "sgd":
             return _SGD(momentum=h(s.momentum), nesterov=s.nesterov, **common)

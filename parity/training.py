@@ -30,12 +30,17 @@ def _optimizers(framework: str):
 
 
 def _as_dtype(state: dict, batches: list, dtype: str | None):
-    """The state's float tensors and the batches' float arrays in `dtype` (None: unchanged)."""
+    """The state's float tensors and the batches' float arrays (named inputs too) in `dtype`
+    (None: unchanged)."""
     if dtype is None:
         return state, batches
 
     def cast(array):
-        return array.astype(dtype) if np.issubdtype(array.dtype, np.floating) else array
+        if isinstance(array, dict):  # named inputs: tokens, h_0, ...
+            return {name: cast(value) for name, value in array.items()}
+        if isinstance(array, np.ndarray) and np.issubdtype(array.dtype, np.floating):
+            return array.astype(dtype)
+        return array
 
     return {n: cast(a) for n, a in state.items()}, [(cast(x), cast(y)) for x, y in batches]
 
@@ -54,9 +59,9 @@ def _check_optimizer_state(optimizer: OptimizerSpec, spec: Spec, optimizer_state
     return check_entries(state_layout(optimizer, spec), optimizer_state, f"{optimizer.name} optimizer state")
 
 
-def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state,
-         frozen=(), batch_norm="frozen"):
-    """Yield (model, native optimizer, impl module) after each native training step."""
+def _setup(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state=None,
+           frozen=(), batch_norm="frozen"):
+    """Validate a training run; (native model, native optimizer, impl module, batches in `dtype`)."""
     batches = list(batches)
     _check(spec, optimizer, batches)
     frozen, norms = check_frozen(spec, frozen, batch_norm)
@@ -67,6 +72,14 @@ def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batc
     if optimizer_state is not None:
         _check_optimizer_state(optimizer, spec, optimizer_state)
         impl.load_optimizer_state(model, native, optimizer, optimizer_state)
+    return model, native, impl, batches
+
+
+def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state,
+         frozen=(), batch_norm="frozen"):
+    """Yield (model, native optimizer, impl module) after each native training step."""
+    model, native, impl, batches = _setup(framework, spec, state, optimizer, batches, dtype, optimizer_state,
+                                          frozen, batch_norm)
     for inputs, targets in batches:
         _, grads = loss_and_grads(framework, model, inputs, targets, train=True)
         impl.apply_gradients(model, native, grads)

@@ -2,7 +2,8 @@
 
 torch.optim *is* the canonical semantics, so every hyper-parameter passes through unchanged.
 The learning-rate schedule is a torch.optim.lr_scheduler object stepped by a post-step hook,
-so the optimizer carries its schedule the way Keras and optax optimizers do.
+so the optimizer carries its schedule the way Keras and optax optimizers do; likewise a clip norm
+is torch.nn.utils.clip_grad_norm_ run by a pre-step hook.
 """
 import numpy as np
 import torch
@@ -39,12 +40,28 @@ def _with_schedule(optimizer, opt_spec):
 def build_optimizer(model, opt_spec):
     """A torch.optim optimizer over the model's parameters, its schedule attached."""
     params = [param for param in model.parameters() if param.requires_grad]
-    return _with_schedule(_OPTIMIZERS[opt_spec.name](params, **opt_spec.hyper_parameters()), opt_spec)
+    return _with_clipping(_with_schedule(_OPTIMIZERS[opt_spec.name](params, **opt_spec.hyper_parameters()), opt_spec),
+                          opt_spec)
+
+
+def _with_clipping(optimizer, opt_spec):
+    """With a clip norm, torch.nn.utils.clip_grad_norm_ scales the .grad of the optimizer's
+    parameters (the trained ones) just before each step, from a pre-step hook: so every caller of
+    optimizer.step() clips (apply_gradients, the training loops), before the optimizer's own weight
+    decay, as Keras' global_clipnorm and an optax chain do. Its rule: min(max_norm / (norm + 1e-6), 1)."""
+    if opt_spec.clip_norm is not None:
+        params = [param for group in optimizer.param_groups for param in group["params"]]
+
+        def clip(*_):  # a pre-step hook returns None (or new step arguments)
+            torch.nn.utils.clip_grad_norm_(params, opt_spec.clip_norm)
+
+        optimizer.register_step_pre_hook(clip)
+    return optimizer
 
 
 def apply_gradients(model, optimizer, grads):
     """One optimizer step from canonical gradients (numpy, named like the state); frozen parameters
-    (requires_grad False) get none."""
+    (requires_grad False) get none. (A clip norm clips them in the step: `_with_clipping`.)"""
     params = dict(model.named_parameters())
     for name, param in layout(model.spec).items():
         if param.trainable and params[name].requires_grad:

@@ -18,7 +18,7 @@ from keras import ops
 import parity
 from parity import optimizers, tolerances
 from parity.optimizers import ADAPTIVE_FLOAT32, TRAJECTORY
-from parity.training import reference_trajectory, train_trajectory
+from parity.training import reference_trajectory, train_steps, train_trajectory
 
 STEPS = 20
 SOURCES = ("reference", *parity.FRAMEWORKS)
@@ -48,9 +48,14 @@ CONFIGS = {
                            "mlp", NO_BN),
     "lenet5_sgd_momentum": ({"name": "sgd", "lr": 0.05, "momentum": 0.9}, "lenet5", {}),
     "lenet5_adam": ({"name": "adam", "lr": 1e-3}, "lenet5", {}),
+    # Clipping by global norm: the MLP's gradient norms are ~2 with batch norm, 0.3-0.7 without,
+    # so SGD clips every step and Adam some (both branches of min(., 1)), before the weight decay.
+    "sgd_momentum_clip": ({"name": "sgd", "lr": 0.05, "momentum": 0.9, "clip_norm": 1.0}, "mlp", {}),
+    "adam_weight_decay_clip": ({"name": "adam", "lr": 1e-3, "weight_decay": 0.1, "clip_norm": 0.5}, "mlp", NO_BN),
 }
 # float64 pins the semantics (1e-10); a few configurations, one per rule, run by default.
-FAST_FLOAT64 = {"sgd_momentum_cosine", "adam_weight_decay", "adagrad", "rmsprop_momentum_step"}
+FAST_FLOAT64 = {"sgd_momentum_cosine", "adam_weight_decay", "adagrad", "rmsprop_momentum_step",
+                "adam_weight_decay_clip"}
 
 
 def _cases():
@@ -108,6 +113,99 @@ def test_trajectories_move_the_parameters_and_the_batch_norm_buffers():
     assert int(final["blocks.0.bn.num_batches_tracked"]) == STEPS
 
 
+@pytest.mark.parametrize("name, clip_norm", [("sgd_momentum_clip", 1.0), ("adam_weight_decay_clip", 0.5)])
+def test_clipping_changes_the_trajectory_and_a_large_norm_is_a_no_op(name, clip_norm):
+    hyper, architecture, overrides = CONFIGS[name]
+    spec = parity.spec(architecture, "tiny", **overrides)
+    state = parity.init_state(spec, 0)
+    batches = [parity.example_batch(spec, 8, seed) for seed in range(STEPS)]
+    model = parity.build("torch", spec, state)
+    norms = [optimizers.global_norm(parity.loss_and_grads("torch", model, *batch, train=True)[1]) for batch in batches]
+    assert sum(norm > clip_norm for norm in norms) >= 5  # at the initial weights: clipping has work to do
+    unclipped_spec = optimizers.optimizer(**{**hyper, "clip_norm": None})
+    unclipped = reference_trajectory(spec, state, unclipped_spec, batches, dtype="float64")
+    clipped = trajectories(name, "float64")
+    for source in SOURCES if name in FAST_FLOAT64 else ("reference",):  # every native run clips
+        assert worst_error(clipped[source], unclipped)[0] > 1e-3, source
+    # min(max_norm / (norm + eps), 1) is exactly 1 below the norm: the same bits as no clipping.
+    huge = reference_trajectory(spec, state, optimizers.optimizer(**{**hyper, "clip_norm": 1e6}), batches,
+                                dtype="float64")
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(huge, unclipped) for k in a)
+
+
+def test_clipping_reads_only_the_trained_gradients():
+    """A frozen parameter's gradient is not in the global norm: torch and Keras never see it, and
+    optax's clip sits inside the trained branch of multi_transform. The reference clips the trained
+    gradients alone; clipping all of them would be a different trajectory."""
+    spec = parity.spec("mlp", "tiny", **NO_BN)
+    state = parity.init_state(spec, 0)
+    frozen = ["blocks.0.fc.weight", "blocks.0.fc.bias"]
+    opt_spec = optimizers.optimizer("sgd", lr=0.1, momentum=0.9, clip_norm=0.2)
+    batches = [(x.astype("float64"), y) for x, y in (parity.example_batch(spec, 8, seed) for seed in range(5))]
+    runs = {f: train_trajectory(f, spec, state, opt_spec, batches, dtype="float64", frozen=frozen)
+            for f in parity.FRAMEWORKS}
+
+    def reference(clip_frozen_too):
+        """reference_step on the trained gradients, clipped by their own norm or by everyone's."""
+        current = {k: v.astype("float64") for k, v in state.items()}
+        model, slots, states = parity.build("torch", spec, current), {}, []
+        rule = optimizers.optimizer("sgd", lr=0.1, momentum=0.9) if clip_frozen_too else opt_spec
+        for step, batch in enumerate(batches):
+            _, grads = parity.loss_and_grads("torch", model, *batch, train=True)
+            if clip_frozen_too:
+                grads = optimizers.clip_by_global_norm(grads, opt_spec.clip_norm)
+            trained = {k: g for k, g in grads.items() if k not in frozen}
+            current, slots = optimizers.reference_step(rule, current, trained, slots, step)
+            parity.load_model_state("torch", model, current)
+            states.append(current)
+        return states
+
+    expected = reference(clip_frozen_too=False)
+    for framework, run in runs.items():
+        assert all(np.array_equal(step[k], state[k].astype("float64")) for step in run for k in frozen)
+        error, where = worst_error(run, expected)
+        assert error <= TRAJECTORY["float64"].rtol, f"{framework}: {error:.2e} at {where}"
+    assert worst_error(reference(clip_frozen_too=True), expected)[0] > 1e-3
+
+
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_the_native_optimizer_carries_the_clipping(framework):
+    """The clip is part of the native optimizer object (torch: a pre-step hook; Keras:
+    global_clipnorm; optax: the chain), so a native loop that only steps it clips too."""
+    spec = parity.spec("mlp", "tiny", **NO_BN)
+    state = {k: v.astype("float64") for k, v in parity.init_state(spec, 0).items()}
+    grads = {k: np.full_like(v, 0.5) for k, v in state.items()}  # global norm well above 1
+    impl = importlib.import_module(f"{parity.frameworks.adapter(framework).__package__}.optimizers")
+    model = parity.build(framework, spec, state)
+    native = impl.build_optimizer(model, optimizers.optimizer("sgd", lr=1.0, clip_norm=1.0))
+    if framework == "torch":  # what pytorch_impl/loops.py does: .grad, then step()
+        for name, param in model.named_parameters():
+            param.grad = torch.tensor(grads[name])  # a copy: the clip scales it in place
+        native.step()
+    else:
+        impl.apply_gradients(model, native, grads)
+    after = parity.export_state(framework, model)
+    expected = optimizers.clip_by_global_norm(grads, 1.0)
+    assert max(np.abs(state[k] - after[k] - expected[k]).max() for k in state) < 1e-15
+
+
+def test_clipped_optimizer_state_is_unchanged_and_crosses_frameworks():
+    """Clipping keeps no state: the optimizer state's names are the rule's, and a run half in one
+    framework, resumed in the others, walks the same float64 trajectory."""
+    spec = parity.spec("mlp", "tiny", **NO_BN)
+    state = {k: v.astype("float64") for k, v in parity.init_state(spec, 0).items()}
+    opt_spec = optimizers.optimizer("adam", lr=1e-2, clip_norm=0.5)
+    batches = [(x.astype("float64"), y) for x, y in (parity.example_batch(spec, 8, seed) for seed in range(4))]
+    assert list(optimizers.state_layout(opt_spec, spec)) == list(
+        optimizers.state_layout(optimizers.optimizer("adam", lr=1e-2), spec))
+    straight = reference_trajectory(spec, state, opt_spec, batches)[-1]
+    for first, second in itertools.permutations(parity.FRAMEWORKS, 2):
+        half, half_opt = train_steps(first, spec, state, opt_spec, batches[:2])
+        resumed, _ = train_steps(second, spec, half, opt_spec, batches[2:], half_opt)
+        error, where = worst_error([resumed], [straight])
+        assert error <= TRAJECTORY["float64"].rtol, f"{first} -> {second}: {error:.2e} at {where}"
+
+
 SCHEDULES = {
     "constant": {},
     "step": {"schedule": "step", "step_size": 3, "gamma": 0.5},
@@ -149,7 +247,7 @@ def test_optimizer_spec_fills_torch_defaults_and_lists_the_valid_names():
     with pytest.raises(parity.SpecError, match=r"unknown optimizer 'adamax'; expected one of \['sgd', 'adam'"):
         optimizers.optimizer("adamax")
     with pytest.raises(parity.SpecError, match=r"unknown hyper-parameter\(s\) \['beta1'\]; valid ones are "
-                                               r"\['lr', 'betas', 'eps', 'weight_decay', 'schedule'\]"):
+                                               r"\['lr', 'betas', 'eps', 'weight_decay', 'clip_norm', 'schedule'\]"):
         optimizers.optimizer("adam", beta1=0.9)
     with pytest.raises(parity.SpecError, match=r"unknown hyper-parameter\(s\) \['betas'\]"):
         optimizers.optimizer("sgd", betas=(0.9, 0.99))
@@ -173,6 +271,10 @@ def test_optimizer_spec_fills_torch_defaults_and_lists_the_valid_names():
     ({"name": "sgd", "schedule": "step", "step_size": 0}, r"optimizer.step_size: expected a positive int, got 0"),
     ({"name": "sgd", "schedule": "step", "step_size": 2, "gamma": 1.5},
      r"optimizer.gamma: expected a float in \(0, 1\], got 1.5"),
+    ({"name": "adam", "clip_norm": 0.0}, r"optimizer.clip_norm: expected a finite float > 0, got 0.0"),
+    ({"name": "sgd", "clip_norm": -1}, r"optimizer.clip_norm: expected a finite float > 0, got -1"),
+    ({"name": "rmsprop", "clip_norm": float("inf")}, r"optimizer.clip_norm: expected a finite float > 0, got inf"),
+    ({"name": "adagrad", "clip_norm": "1.0"}, r"optimizer.clip_norm: expected a finite float > 0, got '1.0'"),
 ])
 def test_bad_hyper_parameters_name_field_expected_and_given(hyper, message):
     with pytest.raises(parity.SpecError, match=message):
@@ -311,6 +413,42 @@ def test_rmsprop_epsilon_placement_and_momentum_order():
                                lr=1e-3, alpha=0.9, momentum=0.9)
     optax_halving = _optax_run(optax.rmsprop(halving, decay=0.9, eps_in_sqrt=False, momentum=0.9), GRADS)
     assert _step_difference(optax_halving, torch_halving) > 0.1
+
+
+def test_native_clipping_has_no_eps():
+    """torch.nn.utils.clip_grad_norm_ scales by max_norm / (norm + 1e-6); Keras' global_clipnorm and
+    optax.clip_by_global_norm by max_norm / norm: a relative 1e-6 / norm more, every clipped step.
+    keras_impl's _TorchClipNorm and jax_impl's _clip_by_global_norm restore torch's scale."""
+    g, max_norm = GRADS[0], 0.1
+    norm = np.linalg.norm(g)
+    p = torch.tensor(P0, requires_grad=True)
+    p.grad = torch.tensor(g)
+    torch.nn.utils.clip_grad_norm_([p], max_norm)
+    torch_g = p.grad.numpy()
+    np.testing.assert_allclose(torch_g, g * max_norm / (norm + 1e-6), rtol=1e-15)
+
+    def keras_clipped(opt):  # SGD with lr 1: the update is the clipped gradient
+        return P0 - _keras_run(opt, [g])
+
+    def optax_clipped(tx):
+        with jax.enable_x64(True):
+            return np.asarray(tx.update(jnp.asarray(g), tx.init(jnp.asarray(P0)))[0])
+
+    def difference(clipped):
+        return np.abs(clipped - torch_g).max() / np.abs(torch_g).max()
+
+    keras_opt = importlib.import_module("keras_impl.optimizers")
+    jax_opt = importlib.import_module("jax_impl.optimizers")
+    natives = (keras_clipped(keras.optimizers.SGD(1.0, global_clipnorm=np.float64(max_norm))),
+               optax_clipped(optax.clip_by_global_norm(max_norm)))
+    for native in natives:
+        assert difference(native) == pytest.approx(1e-6 / norm, rel=1e-3)
+    restored = (keras_clipped(keras_opt._SGD(learning_rate=1.0, momentum=np.float64(0.0), global_clipnorm=np.float64(max_norm),
+                                             clip_eps=np.float64(optimizers.CLIP_EPS), name="sgd")),
+                optax_clipped(jax_opt._clip_by_global_norm(max_norm, optimizers.CLIP_EPS)),
+                optimizers.clip_by_global_norm({"g": g}, max_norm)["g"])
+    for clipped in restored:
+        assert difference(clipped) < 1e-14
 
 
 def test_keras_weight_decay_is_decoupled():
