@@ -50,11 +50,21 @@ def _abstract_inputs(model) -> list[jax.ShapeDtypeStruct]:
             for _, dtype, shape in input_signature(model.spec, str(dtype_of(model)))]
 
 
+@contextlib.contextmanager
 def _wide_inputs(model):
     """x64 on while tracing a model with int64 inputs (tokens): JAX has 64-bit types only under
-    x64 and would trace them as int32; float parameters and activations stay float32."""
-    wide = any(dtype == "int64" for _, dtype, _ in input_signature(model.spec, "float32"))
-    return jax.enable_x64(True) if wide else contextlib.nullcontext()
+    x64 and would trace them as int32; float parameters and activations stay float32.
+    jax2onnx.to_onnx turns the *global* flag off for a float32 export and back to the value it
+    read, which inside this scope is True: restoring the global flag keeps x64 to this scope."""
+    if not any(dtype == "int64" for _, dtype, _ in input_signature(model.spec, "float32")):
+        yield
+        return
+    global_x64 = jax.config.jax_enable_x64
+    try:
+        with jax.enable_x64(True):
+            yield
+    finally:
+        jax.config.update("jax_enable_x64", global_x64)
 
 
 def export_onnx(model, path, opset: int):

@@ -21,6 +21,15 @@ def _seeded():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _x64_stays_scoped():
+    """float64 JAX is enabled only inside `jax.enable_x64` scopes: a test that leaks it changes
+    what every later test computes (and has crashed XLA's compiler on this machine)."""
+    import jax
+
+    yield
+    assert not jax.config.jax_enable_x64, "this test left jax_enable_x64 on"
+
 
 @pytest.fixture(scope="session")
 def torchvision():
