@@ -114,9 +114,11 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
                 # nnx.capture sows every submodule method's output as an Intermediate.
                 outputs, intermediates = nnx.capture(model, nnx.Intermediate,
                                                      method_outputs=nnx.Intermediate)(x, **extra)
+                # Array outputs only, as torch's hooks and Keras's recorder keep: not a recurrent
+                # stack's dict of outputs or an attention's (context, weights) pair.
                 records = {".".join(str(p) for p in path[:-1]): value.get_value()[-1]
                            for path, value in nnx.to_flat_state(intermediates)
-                           if path[-1] == "__call__" and len(path) > 1}
+                           if path[-1] == "__call__" and len(path) > 1 and isinstance(value.get_value()[-1], jax.Array)}
             else:
                 outputs = _call(model, x, extra)
             outputs = _to_numpy(outputs, model.spec.input_kind)

@@ -94,12 +94,23 @@ def example_batch(spec: Spec, batch_size: int = 8, seed: int = 0, dtype: str = "
     uniform class labels (or 0/1 labels for the binary perceptron). Language models get uniform
     token ids and next-token targets plus random initial states. Recurrent layers get named
     inputs with random `lengths` (the first example full length, so padding is always exercised
-    beside a full row) and random initial states, and a standard-normal target sequence."""
+    beside a full row) and random initial states, and a standard-normal target sequence.
+    Encoder-decoders get PAD-padded source ids with such lengths, target ids (EOS or a word) and
+    the teacher-forced `decoder_tokens` (BOS, then the targets without the last)."""
     if batch_size < 1:
         raise InputError(f"batch_size: expected a positive int, got {batch_size}")
     rng = np.random.default_rng([seed, 0xBA7C4])
     inputs = rng.standard_normal((batch_size, *spec.input_shape)).astype(dtype)
-    if spec.input_kind == "tokens":  # a language model: next-token targets, initial states carried in
+    if "decoder_tokens" in spec.optional_inputs:  # an encoder-decoder, teacher-forced
+        lengths = rng.integers(1, spec.source_len + 1, batch_size)
+        lengths[0] = spec.source_len
+        first = spec.EOS + 1  # ids after PAD, BOS, EOS
+        tokens = rng.integers(first, spec.source_vocab_size, (batch_size, spec.source_len))
+        tokens[np.arange(spec.source_len)[None, :] >= lengths[:, None]] = spec.PAD
+        targets = rng.integers(spec.EOS, spec.target_vocab_size, (batch_size, spec.target_len))
+        decoder_tokens = np.concatenate([np.full((batch_size, 1), spec.BOS), targets[:, :-1]], axis=1)
+        inputs = {"tokens": tokens, "lengths": lengths, "decoder_tokens": decoder_tokens}
+    elif spec.input_kind == "tokens":  # a language model: next-token targets, initial states carried in
         layers, hidden = spec.state_shape
         inputs = {"tokens": rng.integers(0, spec.vocab_size, (batch_size, spec.seq_len)),
                   **{name: rng.standard_normal((layers, batch_size, hidden)).astype(dtype)

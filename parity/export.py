@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity.errors import ParityError
+from parity.errors import InputError, ParityError
 from parity.frameworks import FRAMEWORKS, adapter, build, impl_module
 from parity.specs import Spec
 
@@ -74,6 +74,16 @@ FIXED_TIME = {
                                "axis (\"Constraints violated (time)! ... specialized it to be a constant\")",
     ("keras", "tflite"): "keras.layers.RNN's while loop does not convert (\"'tf.TensorListReserve' op requires "
                          "element_shape to be static\"): the loops are unrolled over seq_len steps",
+}
+
+
+# Architectures no exporter here takes, and why (export's InputError).
+NOT_EXPORTABLE = {
+    "decoder_tokens": "encoder-decoder models (seq2seq_bahdanau, seq2seq_luong) are not exported yet: their "
+                      "forward pass is a Python loop of decode steps, teacher-forced on `decoder_tokens` or "
+                      "greedy, with variable-length sources (`lengths`), and the export harness takes one "
+                      "main input and recurrent states only; a deployable encoder-decoder exports `encode` and "
+                      "`decode_step` as two graphs, which this harness does not do",
 }
 
 
@@ -119,6 +129,21 @@ def symbolic_axes(spec: Spec, name: str) -> dict[int, str]:
     if name in STATE_INPUTS or name in ("h_n", "c_n"):
         return {1: BATCH}  # (num_layers * directions, batch, hidden)
     return {0: BATCH, 1: TIME}  # sequence/tokens, output/logits
+
+
+def check_exportable(spec: Spec) -> None:
+    """InputError for an architecture the exporters cannot take (NOT_EXPORTABLE says why)."""
+    for feature, why in NOT_EXPORTABLE.items():
+        if feature in spec.optional_inputs:
+            raise InputError(f"export: {spec.architecture} cannot be exported: {why}")
+
+
+def exportable_architectures() -> list[str]:
+    """The registered architectures the exporters take (the others: NOT_EXPORTABLE)."""
+    from parity.specs import REGISTRY, architectures
+
+    return [name for name in architectures()
+            if not any(feature in REGISTRY[name].optional_inputs for feature in NOT_EXPORTABLE)]
 
 
 def check_support(framework: str, format: str) -> None:
@@ -207,6 +232,7 @@ def export(framework: str, model_or_spec, path, format: str = "onnx", state: dic
     else:
         model = model_or_spec
     spec = model.spec
+    check_exportable(spec)
     api = adapter(framework)
     if api.dtype_of(model) != "float32":
         raise ExportError(f"export: deployment formats are float32; the model is {api.dtype_of(model)}")

@@ -7,6 +7,9 @@ gradient (as many FLOPs as its forward) and its input gradient (the same again),
 layer reading the model's input (the first one, or as its layout entry says: each direction's
 input weights of a recurrent layer 0), whose input needs no gradient. A recurrent weight counts once per time step; the
 hidden-to-hidden one needs no input gradient at the first step (the initial state is an input).
+Matmuls between two activations (attention scores and contexts) have no weight in the layout: a
+spec lists them in `activation_matmuls()`, each with the MACs of its forward and of its input
+gradients (the "weight" gradient is the other operand's, counted like a weight's).
 `tests/test_flops.py` checks these against hand counts and against torch's FlopCounterMode.
 """
 from __future__ import annotations
@@ -31,7 +34,7 @@ def layer_flops(spec: Spec) -> list[LayerFlops]:
     """Every matmul and convolution in execution order (the first one sees the raw input), from
     the layout: a Linear does out x in MACs per example, a convolution out x in/groups x k x k
     per output pixel (the layout records each conv's output size), a recurrent weight out x in
-    per time step (its `steps`)."""
+    per time step (its `steps`); then the spec's `activation_matmuls()`, if it has any."""
     layers = []
     for name, param in spec.layout().items():
         if param.kind not in _PER_PIXEL:
@@ -40,6 +43,8 @@ def layer_flops(spec: Spec) -> list[LayerFlops]:
         input_grad = not param.meta.get("reads_model_input", not layers)  # by default the first layer does
         input_grad_repeats = param.meta.get("input_grad_steps", repeats) if input_grad else 0
         layers.append(LayerFlops(name, math.prod(param.shape) * repeats, math.prod(param.shape) * input_grad_repeats))
+    for name, macs, input_grad_macs in getattr(spec, "activation_matmuls", list)():
+        layers.append(LayerFlops(name, macs, input_grad_macs))
     return layers
 
 

@@ -96,17 +96,34 @@ def _check_class_indices(spec: Spec, what: str, value, shape: tuple, classes: in
     return value.astype(np.int64)
 
 
+def _vocabulary(spec: Spec, name: str) -> tuple[int, str]:
+    """(size, meaning) of the ids of a token input: an encoder-decoder reads source ids (`tokens`)
+    and target ids (`decoder_tokens`), a language model one vocabulary."""
+    if name == "decoder_tokens":
+        return spec.target_vocab_size, "token ids (the target vocabulary)"
+    if hasattr(spec, "source_vocab_size"):
+        return spec.source_vocab_size, "token ids (the source vocabulary)"
+    return spec.vocab_size, "token ids (the vocabulary)"
+
+
+def _check_token_ids(spec: Spec, what: str, value, batch: int | None, vocab: int, meaning: str) -> np.ndarray:
+    """Integer ids of shape (B, T), B = `batch` where given, each in [0, vocab)."""
+    if (not isinstance(value, np.ndarray) or value.ndim != 2 or 0 in value.shape
+            or (batch is not None and value.shape[0] != batch)):
+        expected = ("B" if batch is None else batch, "T")
+        raise InputError(f"{spec.architecture} {what}: expected integer token ids of shape {expected}, "
+                         f"got {getattr(value, 'dtype', type(value).__name__)} {np.shape(value)}")
+    return _check_class_indices(spec, what, value, value.shape, vocab, meaning)
+
+
 def _check_sequence_inputs(spec: Spec, dtype: str, inputs: dict) -> dict[str, np.ndarray]:
     """A recurrent model's named inputs: `sequence` (B, T, F) or `tokens` (B, T) ids in the
-    vocabulary, and optionally `lengths` (B,) in [1, T] and initial states
-    (num_layers * directions, B, hidden)."""
+    vocabulary (an encoder-decoder's source vocabulary), and optionally `lengths` (B,) in [1, T],
+    initial states (num_layers * directions, B, hidden) and an encoder-decoder's `decoder_tokens`
+    (B, T_decoder) ids in its target vocabulary."""
     main = inputs[spec.input_kind]
     if spec.input_kind == "tokens":
-        if not isinstance(main, np.ndarray) or main.ndim != 2 or 0 in main.shape:
-            raise InputError(f"{spec.architecture} inputs['tokens']: expected integer token ids of shape "
-                             f"('B', 'T'), got {getattr(main, 'dtype', type(main).__name__)} {np.shape(main)}")
-        main = _check_class_indices(spec, "inputs['tokens']", main, main.shape, spec.vocab_size,
-                                    "token ids (the vocabulary)")
+        main = _check_token_ids(spec, "inputs['tokens']", main, None, *_vocabulary(spec, "tokens"))
     else:
         main = _check_array(spec, "inputs['sequence']", main, dtype, ("B", "T", spec.input_size),
                             "(batch, time, features), batch first")
@@ -122,9 +139,12 @@ def _check_sequence_inputs(spec: Spec, dtype: str, inputs: dict) -> dict[str, np
             raise InputError(f"{spec.architecture} inputs['lengths']: expected every length in [1, {steps}] "
                              f"(the sequence has {steps} steps), got values in [{lengths.min()}, {lengths.max()}]")
         checked["lengths"] = lengths.astype(np.int64)
-    layers, hidden = spec.state_shape
+    if inputs.get("decoder_tokens") is not None:
+        checked["decoder_tokens"] = _check_token_ids(spec, "inputs['decoder_tokens']", inputs["decoder_tokens"],
+                                                     batch, *_vocabulary(spec, "decoder_tokens"))
     for name in (n for n in spec.optional_inputs if n.endswith("_0")):
         if inputs.get(name) is not None:
+            layers, hidden = spec.state_shape
             checked[name] = _check_array(spec, f"inputs[{name!r}]", inputs[name], dtype, (layers, batch, hidden),
                                          "(num_layers * directions, batch, hidden_size)")
     return checked
@@ -182,7 +202,11 @@ def _check_targets(spec: Spec, dtype: str, targets, inputs) -> np.ndarray:
         return _check_array(spec, "targets", targets, dtype, (batch, steps, spec.directions * spec.hidden_size),
                             f"(batch, time, directions * hidden_size), like {spec.loss_output!r}")
     if spec.loss == "cross_entropy":  # a class per example, or per step of a token sequence
-        shape = inputs["tokens"].shape if spec.input_kind == "tokens" else (batch,)
+        if "decoder_tokens" in spec.optional_inputs:  # an encoder-decoder: a target id per decoder step
+            decoder_tokens = inputs.get("decoder_tokens")
+            shape = (batch, spec.target_len) if decoder_tokens is None else decoder_tokens.shape
+        else:
+            shape = inputs["tokens"].shape if spec.input_kind == "tokens" else (batch,)
         return _check_class_indices(spec, "targets", targets, shape, spec.num_classes, "class indices")
     if targets.shape != (batch, 1) or targets.dtype != np.dtype(dtype):
         raise InputError(f"{spec.architecture} targets: expected {dtype} 0/1 labels of shape ({batch}, 1), "

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import parity
-from parity.export import FORMATS, OPSET, ExportError, default_path, export, state_hash
+from parity.export import FORMATS, OPSET, ExportError, default_path, export, exportable_architectures, state_hash
 from parity.export_check import verify_architecture
 from parity.runtime import detect_format, run_exported
 
@@ -17,7 +17,7 @@ SAME_OPS_AS_ANOTHER = {"vgg11", "vgg16", "vgg16_bn", "resnet34", "resnet50", "re
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_OPS_AS_ANOTHER else n
-                                  for n in parity.architectures()])
+                                  for n in exportable_architectures()])
 def test_every_framework_and_format_matches_native_and_onnx_files_agree(name):
     results = verify_architecture(name)
     expected = sum(len(fws) for fws in FORMATS.values()) + 3  # + three ONNX cross-file pairs
@@ -177,7 +177,7 @@ TOO_BIG_TO_EXPORT_HERE = 100_000_000
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skip(
     reason=f"{_parameters(n) / 1e6:.0f} M parameters: all export formats at once exceed this machine's memory"))
-    if _parameters(n) > TOO_BIG_TO_EXPORT_HERE else n for n in parity.architectures()])
+    if _parameters(n) > TOO_BIG_TO_EXPORT_HERE else n for n in exportable_architectures()])
 def test_reference_size_exports(name):
     results = verify_architecture(name, preset=parity.specs.REGISTRY[name].reference_preset)
     assert all(r.passed for r in results), [r for r in results if not r.passed]

@@ -146,6 +146,23 @@ class Recurrent(nnx.Module):
             result["c_n"] = jnp.stack(c_n)  # (L*D, B, H)
         return result
 
+    def step(self, x, h_0, c_0=None):  # (B, input_size), (L, B, H) each
+        """One time step of a unidirectional stack from the states (h_0, c_0), a seq2seq decoder's
+        step: each layer's cell called once. -> output (B, H), h_n (and c_n) (L, B, H)."""
+        spec = self.spec
+        h_n, c_n = [], []
+        for layer in range(spec.num_layers):
+            carry = (h_0[layer], c_0[layer]) if self.is_lstm else h_0[layer]  # (B, H) each
+            carry, x = getattr(self, f"l{layer}")(carry, x)  # carry (B, H) each; (B, H)
+            h_n.append(carry[0] if self.is_lstm else carry)
+            c_n.extend(carry[1:] if self.is_lstm else ())
+            if layer < spec.num_layers - 1:
+                x = self.drop(x)
+        result = {"output": x, "h_n": jnp.stack(h_n)}  # (B, H), (L, B, H)
+        if self.is_lstm:
+            result["c_n"] = jnp.stack(c_n)  # (L, B, H)
+        return result
+
 
 class RNN(Recurrent):
     cell_class = _RNNCell

@@ -7,10 +7,12 @@ from keras_impl.models.mlp import MLP
 from keras_impl.models.perceptron import Perceptron
 from keras_impl.models.recurrent import GRU, LSTM, RNN, CharLM
 from keras_impl.models.resnet import ResNet
+from keras_impl.models.seq2seq import Bahdanau, Luong
 from keras_impl.models.vgg import VGG
 
 MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": AlexNet,
           **dict.fromkeys(("vgg11", "vgg11_bn", "vgg16", "vgg16_bn"), VGG),
           **dict.fromkeys(("resnet18", "resnet34", "resnet50", "resnet101"), ResNet),
           "densenet121": DenseNet, "efficientnet_b0": EfficientNet,
-          "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM}
+          "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM,
+          "seq2seq_bahdanau": Bahdanau, "seq2seq_luong": Luong}

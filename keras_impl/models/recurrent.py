@@ -141,6 +141,26 @@ class Recurrent(keras.Model):
             result["c_n"] = ops.stack(c_n)  # (L*D, B, H)
         return result
 
+    def step(self, x, h_0, c_0=None, training=False):  # (B, input_size), (L, B, H) each
+        """One time step of a unidirectional stack from the states (h_0, c_0), a seq2seq decoder's
+        step: each layer's cell called once. -> output (B, H), h_n (and c_n) (L, B, H)."""
+        spec = self.spec
+        h_n, c_n = [], []
+        for layer in range(spec.num_layers):
+            states = [h_0[layer], c_0[layer]] if self.is_lstm else [h_0[layer]]  # (B, H) each
+            # Under a named scope: in a tf.function the cell's own scope would be a root scope, and
+            # its private class's name ("_gru_cell") is not a valid one (keras.layers.RNN nests it too).
+            with keras.name_scope(f"l{layer}_step"):
+                x, states = getattr(self, f"l{layer}")(x, states)  # (B, H), [(B, H)]
+            h_n.append(states[0])
+            c_n.extend(states[1:])
+            if layer < spec.num_layers - 1:
+                x = self.drop(x, training=training)
+        result = {"output": x, "h_n": ops.stack(h_n)}  # (B, H), (L, B, H)
+        if self.is_lstm:
+            result["c_n"] = ops.stack(c_n)  # (L, B, H)
+        return result
+
 
 class RNN(Recurrent):
     cell_class = _RNNCell

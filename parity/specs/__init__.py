@@ -13,13 +13,14 @@ from parity.specs.lenet5 import LeNet5Spec
 from parity.specs.mlp import MLPSpec
 from parity.specs.perceptron import PerceptronSpec
 from parity.specs.recurrent import GRUSpec, LSTMSpec, RNNSpec
+from parity.specs.seq2seq import BahdanauSpec, LuongSpec, Seq2SeqSpec
 from parity.specs.resnet import ResNet18Spec, ResNet34Spec, ResNet50Spec, ResNet101Spec
 from parity.specs.vgg import VGG11BNSpec, VGG11Spec, VGG16BNSpec, VGG16Spec
 
 REGISTRY: dict[str, type[Spec]] = {cls.architecture: cls for cls in (
     PerceptronSpec, MLPSpec, LeNet5Spec, AlexNetSpec, VGG11Spec, VGG11BNSpec, VGG16Spec, VGG16BNSpec,
     ResNet18Spec, ResNet34Spec, ResNet50Spec, ResNet101Spec, DenseNet121Spec, EfficientNetB0Spec,
-    RNNSpec, LSTMSpec, GRUSpec, CharLMSpec)}
+    RNNSpec, LSTMSpec, GRUSpec, CharLMSpec, BahdanauSpec, LuongSpec)}
 
 
 def architectures() -> list[str]:

@@ -39,6 +39,12 @@ class Recurrent:
             output, _ = pad_packed_sequence(output, batch_first=True, total_length=steps)  # zeros at padding
         return {"output": output, **states}  # output: (B, T, D * H)
 
+    def step(self, x, h_0, c_0=None):  # (B, input_size), (L, B, H) each
+        """One time step of a unidirectional stack from the states (h_0, c_0), a seq2seq decoder's
+        step: a length-1 sequence through the fused module. -> output (B, H), h_n (and c_n) (L, B, H)."""
+        outputs = self(x[:, None], h_0=h_0, c_0=c_0)  # output (B, 1, H)
+        return {**outputs, "output": outputs["output"][:, 0]}  # (B, H)
+
 
 class RNN(Recurrent, nn.RNN):
     pass
