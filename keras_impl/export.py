@@ -8,7 +8,6 @@ keras.layers.RNN's while loop builds TensorLists whose element shape holds the d
 which the converter cannot lower, so for TFLite the loops are unrolled over spec.seq_len steps.
 """
 import contextlib
-import re
 import tempfile
 
 import keras_impl  # noqa: F401  (selects the backend before keras is imported)
@@ -60,25 +59,6 @@ def _unrolled(model):
             loop.unroll = unroll
 
 
-_VALID_SCOPE = re.compile(r"^[A-Za-z0-9.]")
-
-
-def _with_saveable_variable_names(model):
-    """`model`, or a copy of it whose TensorFlow variable names can be written to a SavedModel.
-
-    tf.saved_model.save re-creates every variable under its TensorFlow name as a root name scope,
-    which must not start with "_"; layers of a private class (the recurrent cells, `_LSTMCell`)
-    name theirs "_lstm_cell/weight_ih". The copy is built under a "parity" name scope from the
-    model's canonical state: same weights, same Keras paths, valid names.
-    """
-    if all(_VALID_SCOPE.match(variable.value.name) for variable in model.variables):
-        return model
-    from parity.frameworks import build, export_state
-
-    with tf.name_scope("parity"):
-        return build("keras", model.spec, export_state("keras", model))
-
-
 def export_onnx(model, path, opset: int):
     import onnx
     import tf2onnx
@@ -99,7 +79,6 @@ def _archive(model, dynamic_time: bool):
 def export_native(model, path, format: str):
     """savedmodel: a SavedModel directory with a `serving_default` signature taking the named
     canonical inputs; tflite: the same function converted to a LiteRT flatbuffer."""
-    model = _with_saveable_variable_names(model)
     if format == "savedmodel":
         _archive(model, dynamic_time=True).write_out(str(path), verbose=False)
         return

@@ -362,9 +362,9 @@ def test_keras_additive_attention_is_this_math_but_holds_v_as_a_vector_and_fills
 
 @pytest.mark.parametrize("key", ["bahdanau", "luong-general"])
 def test_keras_decoder_cells_step_inside_a_tf_function(key):
-    """Recurrent.step calls Keras cells directly; inside a tf.function a private cell class's
-    auto name ("_gru_cell") is not a valid root name scope ("'_gru_cell' is not a valid root scope
-    name", a ValueError), so step calls each cell under a named scope, as keras.layers.RNN does."""
+    """Recurrent.step calls Keras cells directly; inside a tf.function a cell's name becomes a root
+    name scope, and the private cell class's auto name ("_gru_cell") is not a valid one ("'_gru_cell'
+    is not a valid root scope name", a ValueError): the cells are named after their attributes."""
     import tensorflow as tf
 
     spec, state, inputs, _ = _setup(key, "float32")
@@ -375,3 +375,103 @@ def test_keras_decoder_cells_step_inside_a_tf_function(key):
     outputs = compiled(*(tf.constant(inputs[name]) for name in ("tokens", "lengths", "decoder_tokens")))
     for name in ("logits", "attention"):
         np.testing.assert_allclose(np.asarray(outputs[name]), eager[name], rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- parity.decoding.decode
+
+
+def _decode_setup(name, dtype):
+    """A tiny model whose head is scaled up (x8): random tiny weights otherwise give nearly flat
+    logits and the same trivial hypothesis everywhere; these give finished and cut, long and short
+    hypotheses, and greedy and beam results that differ."""
+    spec = parity.spec(name, "tiny")
+    state = parity.init_state(spec, 3, dtype)
+    state["head.weight"] = state["head.weight"] * 8
+    inputs, _ = parity.example_batch(spec, 8, 1, dtype)
+    return spec, state, {"tokens": inputs["tokens"], "lengths": inputs["lengths"]}
+
+
+@pytest.fixture(scope="module")
+def decoded():
+    """decode's greedy and beam (K=3) results per (name, framework, dtype), from one state."""
+    cache = {}
+
+    def get(name, framework, dtype):
+        if (name, framework, dtype) not in cache:
+            spec, state, source = _decode_setup(name, dtype)
+            model = parity.build(framework, spec, state)
+            cache[name, framework, dtype] = (
+                model, decoding.decode(framework, model, source, max_len=6),
+                decoding.decode(framework, model, source, beam_size=3, max_len=6))
+        return cache[name, framework, dtype]
+    return get
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_decode_greedy_equals_the_models_own_greedy_forward(decoded, framework, name):
+    spec, _, source = _decode_setup(name, "float64")
+    model, _, _ = decoded(name, framework, "float64")
+    result = decoding.decode(framework, model, source)  # max_len: the spec's target_len, as forward's
+    chosen = parity.forward(framework, model, source)["logits"].argmax(-1)  # (B, target_len)
+    for b, sequence in enumerate(result.sequences):
+        ids = list(chosen[b])
+        expected = ids[:ids.index(spec.EOS)] if spec.EOS in ids else ids
+        assert list(sequence) == expected
+        assert result.finished[b] == (spec.EOS in ids)
+    assert len(result.attention[0]) == len(result.sequences[0]) + result.finished[0]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_decode_gives_the_same_hypotheses_in_every_framework(decoded, name, dtype):
+    """Greedy and beam search from one canonical state: the same ids in every framework, scores
+    and attention within rounding."""
+    tolerance = 1e-12 if dtype == "float64" else 2e-5
+    _, torch_greedy, torch_beam = decoded(name, "torch", dtype)
+    assert len({tuple(s) for s in torch_beam.sequences}) > 1  # not one trivial hypothesis everywhere
+    assert any(not np.array_equal(g, b) for g, b in zip(torch_greedy.sequences, torch_beam.sequences))
+    for framework in FRAMEWORKS[1:]:
+        _, greedy, beam = decoded(name, framework, dtype)
+        for expected, got in ((torch_greedy, greedy), (torch_beam, beam)):
+            assert [list(s) for s in got.sequences] == [list(s) for s in expected.sequences], framework
+            assert np.array_equal(got.finished, expected.finished)
+            np.testing.assert_allclose(got.scores, expected.scores, rtol=tolerance, atol=tolerance)
+            np.testing.assert_allclose(got.normalized_scores, expected.normalized_scores, rtol=tolerance,
+                                       atol=tolerance)
+            for a, b in zip(got.attention, expected.attention):
+                np.testing.assert_allclose(a, b, rtol=0, atol=tolerance)
+
+
+def test_decode_with_a_length_penalty_runs_beam_search_and_lengths_are_optional(decoded):
+    spec, _, source = _decode_setup("seq2seq_luong", "float64")
+    model, _, _ = decoded("seq2seq_luong", "torch", "float64")
+    full = {"tokens": source["tokens"]}
+    result = decoding.decode("torch", model, full, beam_size=1, length_penalty=0.6, max_len=6)
+    assert len(result.sequences) == 8 and result.attention[0].shape[1] == spec.source_len
+    np.testing.assert_allclose(result.normalized_scores, result.scores / decoding.length_penalty_of(
+        [len(s) + f for s, f in zip(result.sequences, result.finished)], 0.6))
+
+
+def test_decode_bad_inputs_are_clear_errors(decoded):
+    spec, _, source = _decode_setup("seq2seq_bahdanau", "float64")
+    model, _, _ = decoded("seq2seq_bahdanau", "torch", "float64")
+    cases = [
+        (dict(source, tokens=np.where(source["tokens"] == 3, 7, source["tokens"])),
+         {}, r"inputs\['tokens'\]: expected token ids \(the source vocabulary\) in \[0, 7\)"),
+        (dict(source, lengths=np.zeros(8, np.int64)), {}, r"expected every length in \[1, 5\]"),
+        (dict(source, decoder_tokens=np.ones((8, 4), np.int64)), {},
+         r"decode: expected inputs a dict with 'tokens' and optionally 'lengths'"),
+        (source["tokens"], {}, r"decode: expected inputs a dict"),
+        (source, {"beam_size": 0}, r"decode: expected beam_size an int >= 1, got 0"),
+        (source, {"max_len": 0}, r"decode: expected max_len an int >= 1, got 0"),
+        (source, {"beam_size": 2, "length_penalty": -1.0}, r"length_penalty a finite float >= 0"),
+    ]
+    for bad, kwargs, message in cases:
+        with pytest.raises(InputError, match=message):
+            decoding.decode("torch", model, bad, **kwargs)
+    mlp = parity.build("torch", parity.spec("mlp", "tiny"))
+    with pytest.raises(InputError, match=r"decode: expected an encoder-decoder model .*, got mlp"):
+        decoding.decode("torch", mlp, source)
+    with pytest.raises(parity.FrameworkError, match="unknown framework 'mxnet'"):
+        decoding.decode("mxnet", model, source)

@@ -16,8 +16,10 @@ class _Cell(keras.layers.Layer):
     """One layer, one direction: the step (x_t, states) -> (h_t, new states) of keras.layers.RNN."""
     num_gates = 1
 
-    def __init__(self, in_features, spec, dtype):
-        super().__init__(dtype=dtype)
+    def __init__(self, in_features, spec, dtype, name):
+        # An explicit name (the attribute's, "l0_reverse"): the default comes from the private class
+        # ("_lstm_cell"), and TensorFlow rejects a variable scope starting with "_" (tf.function, SavedModel).
+        super().__init__(dtype=dtype, name=name)
         self.hidden_size = spec.hidden_size
         self.use_bias = spec.bias
         gated = self.num_gates * spec.hidden_size
@@ -49,8 +51,8 @@ class _Cell(keras.layers.Layer):
 
 
 class _RNNCell(_Cell):
-    def __init__(self, in_features, spec, dtype):
-        super().__init__(in_features, spec, dtype)
+    def __init__(self, in_features, spec, dtype, name):
+        super().__init__(in_features, spec, dtype, name)
         self.nonlinearity = ops.tanh if spec.nonlinearity == "tanh" else ops.relu
 
     def call(self, x, states):  # (B, in), [(B, H)]
@@ -100,7 +102,7 @@ class Recurrent(keras.Model):
         for layer in range(spec.num_layers):
             in_features = spec.input_size if layer == 0 else spec.hidden_size * spec.directions
             for direction, suffix in enumerate(("", "_reverse")[:spec.directions]):
-                cell = self.cell_class(in_features, spec, dtype)
+                cell = self.cell_class(in_features, spec, dtype, name=f"l{layer}{suffix}")
                 setattr(self, f"l{layer}{suffix}", cell)
                 # Private: the adapters see only the cell, which owns the variables (the loop owns none).
                 # zero_output_for_mask: zeros at padded steps (torch's); the default repeats the last output.
@@ -148,10 +150,7 @@ class Recurrent(keras.Model):
         h_n, c_n = [], []
         for layer in range(spec.num_layers):
             states = [h_0[layer], c_0[layer]] if self.is_lstm else [h_0[layer]]  # (B, H) each
-            # Under a named scope: in a tf.function the cell's own scope would be a root scope, and
-            # its private class's name ("_gru_cell") is not a valid one (keras.layers.RNN nests it too).
-            with keras.name_scope(f"l{layer}_step"):
-                x, states = getattr(self, f"l{layer}")(x, states)  # (B, H), [(B, H)]
+            x, states = getattr(self, f"l{layer}")(x, states)  # (B, H), [(B, H)]
             h_n.append(states[0])
             c_n.extend(states[1:])
             if layer < spec.num_layers - 1:
