@@ -127,6 +127,45 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     return (outputs, _to_numpy(records, model.spec.input_kind)) if trace else outputs
 
 
+@nnx.jit
+def _encode(model, tokens, lengths):
+    """model.encode compiled: one program per source shape (op by op, every primitive compiles)."""
+    return model.encode(tokens, lengths)
+
+
+@nnx.jit
+def _decode_step(model, previous_ids, state, memory, mask):
+    """model.decode_step compiled: the decoders keep the row count fixed, so it compiles once."""
+    return model.decode_step(previous_ids, state, memory, mask)
+
+
+def decoder(model, inputs):
+    """The encoder-decoder `model` as parity.decoding wants it: (initial_state, step) for validated
+    canonical inputs {"tokens", optional "lengths"}. initial_state = (memory, mask, *model state),
+    numpy arrays rows-first (all of them gathered by the beam search); step(previous_ids, state)
+    -> (logits, attention, new_state) runs `model.decode_step` once in eval mode, compiled, on
+    arrays of the model's dtype (float64 under jax.enable_x64)."""
+    _set_mode(model, False)
+    precision = dtype_of(model)
+
+    def numpy(array):
+        return np.asarray(array)
+
+    with _precision(precision):
+        memory, mask, state = _encode(model, jnp.asarray(inputs["tokens"]),
+                                      None if inputs.get("lengths") is None else jnp.asarray(inputs["lengths"]))
+        initial_state = (numpy(memory), numpy(mask), *(numpy(s) for s in state))
+
+    def step(previous_ids, state):
+        with _precision(precision):
+            memory, mask, *rest = state  # handed back as they came: the decoders gather them
+            logits, attention, rest = _decode_step(model, jnp.asarray(previous_ids), tuple(jnp.asarray(s) for s in rest),
+                                                   jnp.asarray(memory), jnp.asarray(mask))
+            return numpy(logits), numpy(attention), (memory, mask, *(numpy(s) for s in rest))
+
+    return initial_state, step
+
+
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":

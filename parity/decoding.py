@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from parity.errors import InputError
+from parity.frameworks import _check_inputs, adapter
+from parity.specs.seq2seq import Seq2SeqSpec
 
 PAD, BOS, EOS = 0, 1, 2
 DIGIT_OFFSET = 3  # digit d is id d + DIGIT_OFFSET
@@ -363,6 +365,33 @@ def beam_search(step, initial_state, batch_size: int, beam_size: int, max_len: i
                         normalized_scores=best_rank,
                         finished=np.array([finished for _, _, _, finished in best], bool),
                         attention=[att for _, _, att, _ in best])
+
+
+def decode(framework: str, model, inputs, *, beam_size: int = 1, max_len: int | None = None,
+           length_penalty: float = 0.0) -> DecodeResult:
+    """Decode the sources `inputs` ({"tokens" (B, S) int64, optional "lengths" (B,)}, canonical
+    numpy, validated like parity.forward's) with a native encoder-decoder `model` of `framework`:
+    `greedy` when beam_size is 1 and length_penalty 0, else `beam_search`. max_len (None: the
+    spec's target_len) bounds the emitted ids, EOS included. The framework's adapter
+    (`<impl>.api.decoder`) encodes once and steps `model.decode_step` in inference mode."""
+    api = adapter(framework)
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, Seq2SeqSpec):
+        raise InputError(f"decode: expected an encoder-decoder model (seq2seq_bahdanau, seq2seq_luong), got "
+                         f"{getattr(spec, 'architecture', type(model).__name__)}")
+    if not isinstance(inputs, dict) or "decoder_tokens" in inputs:
+        given = list(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise InputError(f"decode: expected inputs a dict with 'tokens' and optionally 'lengths' (the decoder "
+                         f"feeds itself), got {given}")
+    _int_at_least("decode", "beam_size", beam_size, 1)
+    max_len = spec.target_len if max_len is None else max_len
+    _int_at_least("decode", "max_len", max_len, 1)
+    inputs = _check_inputs(spec, api.dtype_of(model), inputs)
+    initial_state, step = api.decoder(model, inputs)
+    batch_size = inputs["tokens"].shape[0]
+    if beam_size == 1 and length_penalty == 0:
+        return greedy(step, initial_state, batch_size, max_len)
+    return beam_search(step, initial_state, batch_size, beam_size, max_len, length_penalty)
 
 
 # ---------------------------------------------------------------------------- plots

@@ -96,6 +96,35 @@ def forward(model, inputs, *, train=False, rng=None, trace=False):
     return (outputs, records) if trace else outputs
 
 
+def decoder(model, inputs):
+    """The encoder-decoder `model` as parity.decoding wants it: (initial_state, step) for validated
+    canonical inputs {"tokens", optional "lengths"}. initial_state = (memory, mask, *model state),
+    numpy arrays rows-first (all of them gathered by the beam search); step(previous_ids, state)
+    -> (logits, attention, new_state) runs `model.decode_step` once in inference mode, without
+    gradients, on tensors of the model's dtype on its device."""
+    _set_mode(model, False)
+
+    def native(array):
+        return torch.from_numpy(np.ascontiguousarray(array)).to(_device())
+
+    def numpy(tensor):
+        return tensor.cpu().numpy()
+
+    with torch.no_grad():
+        memory, mask, state = model.encode(native(inputs["tokens"]),
+                                           None if inputs.get("lengths") is None else native(inputs["lengths"]))
+        initial_state = (numpy(memory), numpy(mask), *(numpy(s) for s in state))
+
+    def step(previous_ids, state):
+        with torch.no_grad():
+            memory, mask, *rest = state  # handed back as they came: the decoders gather them
+            logits, attention, rest = model.decode_step(native(previous_ids), tuple(native(s) for s in rest),
+                                                        native(memory), native(mask))
+            return numpy(logits), numpy(attention), (memory, mask, *(numpy(s) for s in rest))
+
+    return initial_state, step
+
+
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":  # logits (..., classes): per example, or per step of a sequence
