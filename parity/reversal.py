@@ -3,7 +3,7 @@ framework from one canonical state, and compare what they learn.
 
 `reversal_spec` sizes a seq2seq spec for the task; `training_batches` draws a fixed stream of
 fresh minibatches (the same in every framework); `train_until` runs a framework's native
-optimizer over the stream (parity.training's setup, the spec's loss in training mode) and stops
+optimizer over the stream (parity.training's native steps, the spec's loss in training mode) and stops
 at the first evaluation whose held-out greedy exact match reaches a target; `evaluate` decodes a
 held-out set greedily and with beam search. `max_relative_difference` and `identical_fraction`
 compare the runs. benchmarks/seq2seq_reversal.py and tests/test_seq2seq_training.py use these.
@@ -17,10 +17,10 @@ import numpy as np
 
 from parity.decoding import VOCAB_SIZE, DecodeResult, Seq2SeqBatch, decode, digit_reversal, exact_match
 from parity.errors import InputError
-from parity.frameworks import export_state, loss_and_grads
+from parity.frameworks import export_state
 from parity.optimizers import OptimizerSpec
 from parity.specs import Spec, spec as make_spec
-from parity.training import _setup
+from parity.training import _run
 
 
 def reversal_spec(architecture: str, *, max_len: int, embedding_dim: int, hidden_size: int, num_layers: int = 1,
@@ -48,8 +48,8 @@ def training_batches(steps: int, batch_size: int, *, min_len: int, max_len: int,
 class ReversalRun:
     """One framework's training run. losses: the loss of every step, at the weights before its
     update; evaluations: (steps done, held-out greedy exact match) at each evaluation; state: the
-    canonical state at the end; model: the native model holding it; seconds: wall time of the
-    training steps and evaluations."""
+    canonical state at the end; model: the native model holding it; seconds: wall time of
+    building the native model and optimizer, the training steps and evaluations."""
 
     framework: str
     losses: list[float]
@@ -77,13 +77,11 @@ def train_until(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpe
         raise InputError("train_until: expected batches a non-empty list of Seq2SeqBatch")
     if not 0 < eval_every:
         raise InputError(f"train_until: expected eval_every >= 1, got {eval_every!r}")
-    model, native, impl, _ = _setup(framework, spec, state, optimizer, [(batches[0].inputs, batches[0].targets)],
-                                    dtype)
+    steps = _run(framework, spec, state, optimizer, [(batch.inputs, batch.targets) for batch in batches], dtype,
+                 optimizer_state=None)
     losses, evaluations = [], []
     start = time.perf_counter()
-    for step, batch in enumerate(batches, start=1):
-        loss, grads = loss_and_grads(framework, model, batch.inputs, batch.targets, train=True)
-        impl.apply_gradients(model, native, grads)
+    for step, (loss, model, _, _) in enumerate(steps, start=1):
         losses.append(float(loss))
         if step % eval_every == 0 or step == len(batches):
             evaluations.append((step, evaluate(framework, model, held_out)[0]))

@@ -77,13 +77,14 @@ def _setup(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, ba
 
 def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches, dtype, optimizer_state,
          frozen=(), batch_norm="frozen"):
-    """Yield (model, native optimizer, impl module) after each native training step."""
+    """Yield (the step's loss, model, native optimizer, impl module) after each native training
+    step; the loss is at the weights before the step's update."""
     model, native, impl, batches = _setup(framework, spec, state, optimizer, batches, dtype, optimizer_state,
                                           frozen, batch_norm)
     for inputs, targets in batches:
-        _, grads = loss_and_grads(framework, model, inputs, targets, train=True)
+        loss, grads = loss_and_grads(framework, model, inputs, targets, train=True)
         impl.apply_gradients(model, native, grads)
-        yield model, native, impl
+        yield loss, model, native, impl
 
 
 def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
@@ -94,7 +95,7 @@ def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: Optimiz
     `optimizer_state` (canonical, see `parity.optimizers.state_layout`) resumes an optimizer.
     `frozen` parameters (e.g. `parity.transfer(...).frozen`) are frozen natively and `batch_norm`
     says what a frozen batch norm does (see parity.transfer)."""
-    return [export_state(framework, model) for model, _, _ in _run(framework, spec, state, optimizer, batches,
+    return [export_state(framework, model) for _, model, _, _ in _run(framework, spec, state, optimizer, batches,
                                                                    dtype, optimizer_state, frozen, batch_norm)]
 
 
@@ -102,7 +103,7 @@ def train_steps(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpe
                 optimizer_state: dict | None = None, dtype: str | None = None) -> tuple[dict, dict]:
     """Train from a (model state, optimizer state) pair and return the final pair, both canonical:
     what a checkpoint holds, and what another framework can resume from."""
-    for model, native, impl in _run(framework, spec, state, optimizer, batches, dtype, optimizer_state):
+    for _, model, native, impl in _run(framework, spec, state, optimizer, batches, dtype, optimizer_state):
         pass  # _run refuses an empty batch list, so the loop binds all three
     return export_state(framework, model), impl.export_optimizer_state(model, native, optimizer)
 
