@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from parity import layouts
+from parity.compare import example_batch
 from parity.state import layout, match_native_names
 from keras_impl.models import MODELS
 
@@ -24,7 +25,11 @@ def set_deterministic():
 
 def build(spec, dtype="float32"):
     model = MODELS[spec.architecture](spec, dtype)
-    model(layouts.activation_to_native(FRAMEWORK, np.zeros((1, *spec.input_shape), dtype), spec.input_kind))  # creates variables
+    if spec.declared_inputs() is not None:  # named inputs: one example with every one of them
+        x, extra = _native_inputs(spec, example_batch(spec, 1, dtype=dtype)[0])
+        model(x, **extra)  # creates variables
+    else:
+        model(layouts.activation_to_native(FRAMEWORK, np.zeros((1, *spec.input_shape), dtype), spec.input_kind))
     return model
 
 

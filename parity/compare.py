@@ -96,10 +96,13 @@ def example_batch(spec: Spec, batch_size: int = 8, seed: int = 0, dtype: str = "
     inputs with random `lengths` (the first example full length, so padding is always exercised
     beside a full row) and random initial states, and a standard-normal target sequence.
     Encoder-decoders get PAD-padded source ids with such lengths, target ids (EOS or a word) and
-    the teacher-forced `decoder_tokens` (BOS, then the targets without the last)."""
+    the teacher-forced `decoder_tokens` (BOS, then the targets without the last). Specs that
+    declare their inputs (the transformers) make their own (`Spec.example_inputs`)."""
     if batch_size < 1:
         raise InputError(f"batch_size: expected a positive int, got {batch_size}")
     rng = np.random.default_rng([seed, 0xBA7C4])
+    if spec.declared_inputs() is not None:  # a model that declares its inputs builds its examples
+        return spec.example_inputs(rng, batch_size, dtype)
     inputs = rng.standard_normal((batch_size, *spec.input_shape)).astype(dtype)
     if "decoder_tokens" in spec.optional_inputs:  # an encoder-decoder, teacher-forced
         lengths = rng.integers(1, spec.source_len + 1, batch_size)

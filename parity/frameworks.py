@@ -49,7 +49,7 @@ def build(framework: str, spec: Spec, state: dict | None = None, *, dtype: str |
         raise InputError(f"build: expected a parity spec (see parity.spec), got {type(spec).__name__}")
     if state is None:
         state = init_state(spec, seed, dtype or "float32")
-    check_state(spec, state)
+    state = check_state(spec, state)
     if dtype is not None and dtype != state_dtype(state):
         raise StateError([f"dtype: build asked for {dtype}, the state given is {state_dtype(state)}"])
     model = api.build(spec, state_dtype(state))
@@ -59,7 +59,7 @@ def build(framework: str, spec: Spec, state: dict | None = None, *, dtype: str |
 def load_state(framework: str, model, state: dict):
     """Load a canonical state into an existing model (validated first: all or nothing)."""
     api = adapter(framework)
-    check_state(model.spec, state)
+    state = check_state(model.spec, state)
     if state_dtype(state) != api.dtype_of(model):
         raise StateError([f"dtype: the model computes in {api.dtype_of(model)}, the state is "
                           f"{state_dtype(state)}; build a new model from this state instead"])
@@ -150,8 +150,64 @@ def _check_sequence_inputs(spec: Spec, dtype: str, inputs: dict) -> dict[str, np
     return checked
 
 
+def _check_declared(spec: Spec, what: str, value, decl, dtype: str, axes: dict[str, int]) -> np.ndarray:
+    """One input (or the targets) against its TensorDecl; binds its axis names into `axes`."""
+    if not isinstance(value, np.ndarray):
+        raise InputError(f"{spec.architecture} {what}: expected a numpy array, got {type(value).__name__}")
+    expected = tuple(axes.get(size, size) for size in decl.shape)
+    if value.ndim != len(expected) or 0 in value.shape or any(
+            isinstance(size, int) and value.shape[i] != size for i, size in enumerate(expected)):
+        names = " ".join(f"{n}={axes[n]}" for n in decl.shape if isinstance(n, str) and n in axes)
+        raise InputError(f"{spec.architecture} {what}: expected shape {tuple(decl.shape)}"
+                         f"{f' with {names}' if names else ''}, got {value.shape}")
+    for name, size in zip(decl.shape, value.shape):
+        if isinstance(name, str) and name in spec.axis_limits():
+            limit, field = spec.axis_limits()[name]
+            if size > limit:
+                raise InputError(f"{spec.architecture} {what}: expected at most {limit} along {name} "
+                                 f"({field}), got {size}")
+        if isinstance(name, str):
+            axes[name] = size
+    if decl.dtype == "float":
+        if value.dtype != np.dtype(dtype):
+            raise InputError(f"{spec.architecture} {what}: expected dtype {dtype} (the model's), got {value.dtype}")
+        if not np.all(np.isfinite(value)):
+            raise InputError(f"{spec.architecture} {what}: expected finite values, got NaN/inf")
+        return np.ascontiguousarray(value)
+    if decl.dtype == "bool":
+        if value.dtype != np.bool_:
+            raise InputError(f"{spec.architecture} {what}: expected a bool mask ({decl.meaning}), got {value.dtype}")
+        return np.ascontiguousarray(value)
+    if not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):
+        raise InputError(f"{spec.architecture} {what}: expected integer {decl.meaning or 'values'}, got {value.dtype}")
+    low, high = (0, 2) if decl.dtype == "mask" else (decl.low, decl.high)
+    if value.min() < low or (high is not None and value.max() >= high):
+        raise InputError(f"{spec.architecture} {what}: expected {decl.meaning or 'values'} in [{low}, {high}), "
+                         f"got values in [{value.min()}, {value.max()}]")
+    return value.astype(np.int64)
+
+
+def _check_declared_inputs(spec: Spec, dtype: str, inputs) -> dict[str, np.ndarray]:
+    """Inputs of a spec that declares them: every given one checked, axis names bound across them."""
+    declared = spec.declared_inputs()
+    if not isinstance(inputs, dict):
+        inputs = {spec.input_kind: inputs}
+    required = [n for i, (n, d) in enumerate(declared.items()) if i == 0 or d.required]
+    unknown = [k for k in inputs if k not in declared]
+    missing = [n for n in required if inputs.get(n) is None]
+    if unknown or missing:
+        raise InputError(f"{spec.architecture} inputs: expected a dict with the key(s) {required} and optionally "
+                         f"{[n for n in declared if n not in required]}, got keys {list(inputs)}"
+                         f"{f' (missing {missing})' if missing else ''}")
+    axes: dict[str, int] = {}
+    return {name: _check_declared(spec, f"inputs[{name!r}]", inputs[name], decl, dtype, axes)
+            for name, decl in declared.items() if inputs.get(name) is not None}
+
+
 def _check_inputs(spec: Spec, dtype: str, inputs):
     """Validated inputs: one array, or for specs with optional inputs a dict of named arrays."""
+    if spec.declared_inputs() is not None:
+        return _check_declared_inputs(spec, dtype, inputs)
     names = (spec.input_kind, *spec.optional_inputs)
     if spec.optional_inputs and not isinstance(inputs, dict):
         inputs = {spec.input_kind: inputs}
@@ -197,6 +253,12 @@ def _check_targets(spec: Spec, dtype: str, targets, inputs) -> np.ndarray:
     if not isinstance(targets, np.ndarray):
         raise InputError(f"{spec.architecture} targets: expected a numpy array, got {type(targets).__name__}")
     batch = batch_size_of(spec, inputs)
+    if spec.declared_inputs() is not None:  # the targets' axes are named like the inputs'
+        axes = {"B": batch}
+        for name, decl in spec.declared_inputs().items():
+            if name in inputs:
+                axes.update((axis, size) for axis, size in zip(decl.shape, inputs[name].shape) if isinstance(axis, str))
+        return _check_declared(spec, "targets", targets, spec.declared_targets(), dtype, axes)
     if spec.loss == "mse":  # a target for every element of the output the loss reads
         steps = inputs["sequence"].shape[1]
         return _check_array(spec, "targets", targets, dtype, (batch, steps, spec.directions * spec.hidden_size),

@@ -60,6 +60,9 @@ LAYOUTS: dict[str, dict[str, Conversion]] = {
     "conv2d": {"torch": IDENTITY, "keras": CONV2D, "jax": CONV2D},
     "depthwise_conv2d": {"torch": IDENTITY, "keras": DEPTHWISE_KERAS, "jax": DEPTHWISE_FLAX},
     "embedding": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},  # (vocab, dim) everywhere
+    # Hugging Face's GPT-2 Conv1D computes x @ W + b with W stored (in, out): already the
+    # Keras Dense / Flax Linear kernel layout, so nothing moves (a `linear` transpose would be wrong).
+    "conv1d": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
     "vector": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
     "counter": {"torch": IDENTITY, "keras": IDENTITY, "jax": IDENTITY},
 }
@@ -68,7 +71,7 @@ LAYOUTS: dict[str, dict[str, Conversion]] = {
 NATIVE_NAMES: dict[str, dict[str, str]] = {
     "torch": {},
     "keras": {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "embeddings": "weight",
-              "moving_mean": "running_mean", "moving_variance": "running_var",
+              "scale": "weight", "moving_mean": "running_mean", "moving_variance": "running_var",
               "num_batches_tracked": "num_batches_tracked"},
     "jax": {"kernel": "weight", "bias": "bias", "scale": "weight", "embedding": "weight", "mean": "running_mean",
             "var": "running_var", "num_batches_tracked": "num_batches_tracked"},

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Param:
     shape: tuple[int, ...]
-    kind: str  # linear | flatten_linear | conv2d | depthwise_conv2d | embedding | vector | counter
-    init: str  # uniform | normal | ones | zeros | norm_weight | norm_bias | norm_mean | norm_var
+    kind: str  # linear | conv1d | flatten_linear | conv2d | depthwise_conv2d | embedding | vector | counter
+    init: str  # uniform | normal (std meta['std'], default 1) | ones | zeros | norm_weight | norm_bias | norm_mean | norm_var
     dtype: str = "float"  # "float" (the state's float dtype) or "int64"
     trainable: bool = True
     fan_in: int = 0  # uniform init bound 1/sqrt(fan_in): torch.nn's default for Linear/Conv

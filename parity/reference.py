@@ -1,9 +1,11 @@
 """The public reference implementations whose state dicts are canonical, for compatibility checks.
 
-Optional, test-time dependencies: torchvision (the CNNs). Nothing in the core imports them.
+Optional, test-time dependencies: torchvision (the CNNs) and Hugging Face transformers (BERT,
+GPT-2, T5). Nothing in the core imports them.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 
@@ -22,3 +24,16 @@ def import_torchvision():
         raise FrameworkError(f"torchvision: expected an importable torchvision (pip install -e '.[test]'), "
                              f"got {type(err).__name__}: {err}") from err
     return torchvision
+
+
+def import_transformers():
+    """Hugging Face transformers, whose import pulls in torchvision when it is installed (and
+    crashes there the same way): torchvision goes through `import_torchvision` first."""
+    if importlib.util.find_spec("torchvision") is not None:
+        import_torchvision()
+    try:
+        import transformers
+    except Exception as err:
+        raise FrameworkError(f"transformers: expected an importable transformers (pip install -e '.[test]'), "
+                             f"got {type(err).__name__}: {err}") from err
+    return transformers

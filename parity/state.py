@@ -63,8 +63,8 @@ def init_tensor(name: str, param: Param, seed: int = 0, dtype: str = "float32", 
         low, high = {"norm_weight": (0.5, 1.5), "norm_bias": (-0.5, 0.5),
                      "norm_mean": (-0.5, 0.5), "norm_var": (0.5, 1.5)}[init]
         value = rng.uniform(low, high, param.shape)
-    elif init == "normal":
-        value = rng.standard_normal(param.shape)
+    elif init == "normal":  # std 1 (torch.nn.Embedding) unless the layout says (HF's initializer_range)
+        value = param.meta.get("std", 1.0) * rng.standard_normal(param.shape)
     elif init == "uniform":
         bound = 1.0 / np.sqrt(param.fan_in)
         value = rng.uniform(-bound, bound, param.shape)
@@ -88,9 +88,28 @@ def check_state(spec: Spec, state) -> dict[str, np.ndarray]:
     """Validate a state against the spec's layout; raise one StateError listing every problem.
 
     Checks: missing names, unexpected names, shapes, dtypes (one float dtype throughout,
-    float32 or float64; int64 counters), non-finite values. Returns the state unchanged.
+    float32 or float64; int64 counters), non-finite values. Returns the state, without the
+    aliases of tied tensors a reference state dict may hold (`untie`).
     """
-    return check_entries(layout(spec), state, f"{spec.architecture} state")
+    return check_entries(layout(spec), untie(spec, state), f"{spec.architecture} state")
+
+
+def untie(spec: Spec, state):
+    """`state` without the aliases of `spec.tied_weights()`: Hugging Face's state_dict() holds a
+    tied tensor under both names (GPT-2's lm_head.weight is transformer.wte.weight); the layout
+    holds it once. An alias must equal its target bit for bit: a differing one means the tensors
+    were not tied, and loading one of them would silently drop the other."""
+    aliases = {alias: target for alias, target in spec.tied_weights().items()
+               if isinstance(state, dict) and alias in state}
+    if not aliases:
+        return state
+    problems = [f"{alias}: expected the tied weight {target} (the same tensor), got "
+                f"{'no ' + target if target not in state else 'a different tensor'}"
+                for alias, target in aliases.items()
+                if target not in state or not np.array_equal(np.asarray(state[alias]), np.asarray(state[target]))]
+    if problems:
+        raise StateError(problems, what=f"{spec.architecture} state")
+    return {name: value for name, value in state.items() if name not in aliases}
 
 
 def check_entries(expected: dict[str, Param], state, what: str) -> dict[str, np.ndarray]:
@@ -154,7 +173,7 @@ def save_state(path, state: dict[str, np.ndarray], spec: Spec | None = None, *,
     path = Path(path)
     metadata = dict(metadata or {})
     if spec is not None:
-        check_state(spec, state)
+        state = check_state(spec, state)
         metadata[SPEC_KEY] = json.dumps(spec.to_dict())
     payload = save({k: np.array(v, order="C") for k, v in state.items()}, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,6 +230,6 @@ def load_state(path, spec: Spec | None = None) -> dict[str, np.ndarray]:
     if spec is None and SPEC_KEY in metadata:
         spec = spec_from_dict(json.loads(metadata[SPEC_KEY]))
     if spec is not None:
-        check_state(spec, state)
+        state = check_state(spec, state)
         state = {name: state[name] for name in layout(spec)}  # module order, not file order
     return state

@@ -67,3 +67,13 @@ def torchvision():
         return parity.reference.import_torchvision()
     except parity.FrameworkError as err:
         pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    """Hugging Face transformers, the reference of BERT, GPT-2 and T5 (a test-only dependency);
+    a visible skip if it cannot load."""
+    try:
+        return parity.reference.import_transformers()
+    except parity.FrameworkError as err:
+        pytest.skip(str(err))

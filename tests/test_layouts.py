@@ -6,7 +6,7 @@ from parity import layouts
 
 CHW = (3, 4, 5)
 SHAPES = {"linear": (7, 11), "flatten_linear": (7, 60), "conv2d": (6, 3, 5, 4), "depthwise_conv2d": (6, 1, 3, 3),
-          "vector": (9,), "counter": (), "embedding": (13, 7)}
+          "vector": (9,), "counter": (), "embedding": (13, 7), "conv1d": (11, 7)}
 
 
 @pytest.mark.parametrize("kind", sorted(layouts.LAYOUTS))

@@ -1,10 +1,11 @@
 """The registry: every architecture's spec class, by name."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from parity.errors import SpecError
-from parity.specs.base import Spec
+from parity.specs.base import Spec, TensorDecl
 from parity.specs.alexnet import AlexNetSpec
 from parity.specs.char_lm import CharLMSpec
 from parity.specs.densenet import DenseNet121Spec
@@ -40,12 +41,21 @@ def _spec_class(name: str) -> type[Spec]:
 
 
 def spec(name: str, preset: str | None = None, **overrides: Any) -> Spec:
-    """Build a spec: the named preset (default: the reference size) with field overrides."""
+    """Build a spec: the named preset (default: the reference size) with field overrides.
+
+    The transformers' fields carry Hugging Face config names, so `spec("gpt2",
+    **GPT2Config(...).to_dict())` gives that model: in that path only (the dict has HF's
+    `model_type` key), keys that are not fields are ignored, with a warning listing them."""
     cls = _spec_class(name)
     preset = cls.reference_preset if preset is None else preset
     if preset not in cls.presets:
         raise SpecError(f"{name}: unknown preset {preset!r}; presets are {list(cls.presets)}")
     unknown = sorted(set(overrides) - set(cls.field_names()))
+    if unknown and "model_type" in overrides:  # a Hugging Face config's to_dict(): its own keys
+        warnings.warn(f"{name}: ignored Hugging Face config keys that are not spec fields: {unknown}",
+                      stacklevel=2)
+        overrides = {key: value for key, value in overrides.items() if key not in unknown}
+        unknown = []
     if unknown:
         raise SpecError(f"{name}: unknown field(s) {unknown}; valid fields are {cls.field_names()}")
     return cls(**{**cls.presets[preset], **overrides})

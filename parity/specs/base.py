@@ -15,6 +15,20 @@ ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "leaky_relu", "si
 
 
 @dataclasses.dataclass(frozen=True)
+class TensorDecl:
+    """One named input (or the targets) of a model that declares its inputs: the shape in ints
+    and axis names ("B" the batch; every other name bound consistently across the inputs), the
+    dtype ("float": the model's float dtype; "int": integer ids in [low, high), passed as int64;
+    "bool": a bool mask; "mask": 0/1 integers or bools, passed as int64 0/1)."""
+    shape: tuple
+    dtype: str
+    high: int | None = None
+    low: int = 0
+    meaning: str = ""
+    required: bool = False  # for inputs besides the main one (which is always required)
+
+
+@dataclasses.dataclass(frozen=True)
 class Spec:
     architecture: ClassVar[str]
     presets: ClassVar[dict[str, dict[str, Any]]]
@@ -39,6 +53,31 @@ class Spec:
     def layout(self) -> dict[str, Param]:
         """Every canonical tensor, in module order, parameters and buffers."""
         raise NotImplementedError
+
+    # Models with named inputs (attention, the Transformer, BERT, GPT-2, T5) declare them, and
+    # parity validates and builds examples from the declaration. The older families return None
+    # and keep their hand-written checks (parity/frameworks.py).
+    def declared_inputs(self) -> dict[str, TensorDecl] | None:
+        """Named inputs, the main one (`input_kind`) first; the others are `optional_inputs`."""
+        return None
+
+    def axis_limits(self) -> dict[str, tuple[int, str]]:
+        """Largest size of an axis name and the field that sets it (a positions table)."""
+        return {}
+
+    def declared_targets(self) -> TensorDecl:
+        """The loss targets, in the axis names of `declared_inputs`."""
+        raise NotImplementedError
+
+    def example_inputs(self, rng, batch_size: int, dtype: str):
+        """Deterministic (inputs, targets) for checks and benchmarks, from a numpy Generator."""
+        raise NotImplementedError
+
+    def tied_weights(self) -> dict[str, str]:
+        """Alias name -> canonical name, for reference state dicts that hold one tied tensor
+        under two names (GPT-2's `lm_head.weight` is `transformer.wte.weight`). The layout holds
+        it once; loading accepts an alias equal to its target and drops it."""
+        return {}
 
     @classmethod
     def docs_page(cls) -> str:
