@@ -38,6 +38,10 @@ def _schedule(opt_spec):
         # From lr / w up to lr: lr / w at step 0, lr at step w - 1, then constant.
         warmup = opt_spec.warmup_steps
         return optax.linear_schedule(lr / warmup, lr, transition_steps=float(max(warmup - 1, 1)))
+    if opt_spec.schedule == "warmup_cosine":
+        # decay_steps counts the warmup too: cosine over total_steps - warmup_steps after it.
+        return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=float(opt_spec.warmup_steps),
+                                                  decay_steps=float(opt_spec.total_steps), end_value=0.0)
     return lr
 
 

@@ -163,6 +163,11 @@ def _learning_rate(opt_spec, dtype):
         warmup = opt_spec.warmup_steps
         return schedules.PolynomialDecay(lr / warmup, decay_steps=max(warmup - 1, 1), end_learning_rate=lr,
                                          power=1.0)
+    if opt_spec.schedule == "warmup_cosine":
+        # CosineDecay's own warmup: linear from 0 to warmup_target, then decay_steps of cosine.
+        warmup = opt_spec.warmup_steps
+        return schedules.CosineDecay(np.dtype(dtype).type(0.0), decay_steps=opt_spec.total_steps - warmup,
+                                     alpha=0.0, warmup_target=lr, warmup_steps=warmup)
     return float(lr)
 
 

@@ -34,6 +34,9 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "step": {"step_size": None, "gamma": 0.1},  # StepLR
     "cosine": {"total_steps": None},  # CosineAnnealingLR(T_max=total_steps, eta_min=0)
     "linear_warmup": {"warmup_steps": None},  # LinearLR from lr / warmup_steps up to lr
+    # transformers.get_cosine_schedule_with_warmup (BERT, GPT-2): 0 up to lr over warmup_steps,
+    # then a half cosine down to 0 at total_steps
+    "warmup_cosine": {"warmup_steps": None, "total_steps": None},
 }
 _SCHEDULE_FIELDS = ("step_size", "gamma", "total_steps", "warmup_steps")
 
@@ -144,6 +147,9 @@ class OptimizerSpec:
         self._number("gamma", "a float in (0, 1]", lambda v: 0 < v <= 1)
         self._positive_int("total_steps")
         self._positive_int("warmup_steps")
+        if self.schedule == "warmup_cosine":
+            self._require(self.warmup_steps < self.total_steps, "warmup_steps",
+                          f"fewer than total_steps ({self.total_steps})")
         self._number("clip_norm", "a finite float > 0", lambda v: 0 < v < math.inf)
 
     def hyper_parameters(self) -> dict[str, Any]:
@@ -177,7 +183,7 @@ def require_optimizer_spec(optimizer) -> OptimizerSpec:
 
 def check_schedule_covers(optimizer: OptimizerSpec, steps: int) -> None:
     """A run of `steps` updates stays within the schedule where the frameworks agree."""
-    if optimizer.schedule == "cosine" and optimizer.total_steps < steps:
+    if optimizer.schedule in ("cosine", "warmup_cosine") and optimizer.total_steps < steps:
         # torch's CosineAnnealingLR rises again after T_max; Keras and optax hold the last value.
         raise InputError(f"optimizer.total_steps: expected at least the number of steps ({steps}) for the "
                          f"cosine schedule, got {optimizer.total_steps}")
@@ -191,6 +197,11 @@ def learning_rate(spec: OptimizerSpec, step: int) -> float:
         return spec.lr * (1 + math.cos(math.pi * min(step, spec.total_steps) / spec.total_steps)) / 2
     if spec.schedule == "linear_warmup":  # lr/w, 2lr/w, ..., lr, then constant
         return spec.lr * min(1.0, (step + 1) / spec.warmup_steps)
+    if spec.schedule == "warmup_cosine":  # 0, lr/w, ..., lr at step w, then cosine to 0 at total_steps
+        warmup, total = spec.warmup_steps, spec.total_steps
+        if step < warmup:
+            return spec.lr * step / warmup
+        return spec.lr * (1 + math.cos(math.pi * (step - warmup) / (total - warmup))) / 2
     return spec.lr
 
 

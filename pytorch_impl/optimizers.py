@@ -5,6 +5,8 @@ The learning-rate schedule is a torch.optim.lr_scheduler object stepped by a pos
 so the optimizer carries its schedule the way Keras and optax optimizers do; likewise a clip norm
 is torch.nn.utils.clip_grad_norm_ run by a pre-step hook.
 """
+import math
+
 import numpy as np
 import torch
 
@@ -26,6 +28,11 @@ def _scheduler(optimizer, opt_spec):
         warmup = opt_spec.warmup_steps
         return torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0,
                                                  total_iters=max(warmup - 1, 1))
+    if opt_spec.schedule == "warmup_cosine":
+        # What transformers.get_cosine_schedule_with_warmup builds: a LambdaLR of this factor.
+        warmup, total = opt_spec.warmup_steps, opt_spec.total_steps
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: step / warmup if step < warmup else (
+            1 + math.cos(math.pi * (step - warmup) / (total - warmup))) / 2)
     return None
 
 

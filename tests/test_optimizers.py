@@ -46,6 +46,9 @@ CONFIGS = {
                              "total_steps": STEPS}, "mlp", {}),
     "adam_linear_warmup": ({"name": "adam", "lr": 1e-3, "schedule": "linear_warmup", "warmup_steps": 5},
                            "mlp", NO_BN),
+    # BERT's and GPT-2's recipe: AdamW with weight decay under transformers' warmup + cosine.
+    "adamw_warmup_cosine": ({"name": "adamw", "lr": 1e-3, "weight_decay": 0.1, "schedule": "warmup_cosine",
+                             "warmup_steps": 4, "total_steps": STEPS}, "mlp", NO_BN),
     "lenet5_sgd_momentum": ({"name": "sgd", "lr": 0.05, "momentum": 0.9}, "lenet5", {}),
     "lenet5_adam": ({"name": "adam", "lr": 1e-3}, "lenet5", {}),
     # Clipping by global norm: the MLP's gradient norms are ~2 with batch norm, 0.3-0.7 without,
@@ -212,6 +215,7 @@ SCHEDULES = {
     "cosine": {"schedule": "cosine", "total_steps": 7},
     "linear_warmup": {"schedule": "linear_warmup", "warmup_steps": 4},
     "linear_warmup_1": {"schedule": "linear_warmup", "warmup_steps": 1},
+    "warmup_cosine": {"schedule": "warmup_cosine", "warmup_steps": 3, "total_steps": 7},
 }
 
 
@@ -233,6 +237,19 @@ def test_learning_rate_formulas():
     assert rates(schedule="linear_warmup", warmup_steps=4) == [0.25, 0.5, 0.75, 1.0, 1.0]
     np.testing.assert_allclose(rates(schedule="cosine", total_steps=4), [1.0, 0.853553, 0.5, 0.146447, 0.0],
                                atol=1e-6)
+    np.testing.assert_allclose(rates(schedule="warmup_cosine", warmup_steps=2, total_steps=4),
+                               [0.0, 0.5, 1.0, 0.5, 0.0], atol=1e-12)
+
+
+def test_warmup_cosine_is_transformers_get_cosine_schedule_with_warmup(transformers):
+    import torch
+
+    opt_spec = optimizers.optimizer("adamw", lr=1.0, schedule="warmup_cosine", warmup_steps=3, total_steps=10)
+    optimizer = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = transformers.get_cosine_schedule_with_warmup(optimizer, num_warmup_steps=3, num_training_steps=10)
+    factors = [scheduler.lr_lambdas[0](step) for step in range(10)]
+    np.testing.assert_allclose([optimizers.learning_rate(opt_spec, step) for step in range(10)], factors,
+                               rtol=1e-12, atol=1e-15)
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -266,7 +283,10 @@ def test_optimizer_spec_fills_torch_defaults_and_lists_the_valid_names():
     ({"name": "adam", "eps": -1e-8}, r"optimizer.eps: expected a float >= 0, got -1e-08"),
     ({"name": "rmsprop", "centered": 1}, r"optimizer.centered: expected a bool, got 1"),
     ({"name": "sgd", "schedule": "exponential"}, r"optimizer.schedule: expected one of \['constant', 'step', "
-                                                 r"'cosine', 'linear_warmup'\], got 'exponential'"),
+                                                 r"'cosine', 'linear_warmup', 'warmup_cosine'\], got "
+                                                 r"'exponential'"),
+    ({"name": "adamw", "schedule": "warmup_cosine", "warmup_steps": 5, "total_steps": 5},
+     r"optimizer.warmup_steps: expected fewer than total_steps \(5\), got 5"),
     ({"name": "sgd", "schedule": "cosine"}, r"optimizer.total_steps: the 'cosine' schedule needs it, got None"),
     ({"name": "sgd", "schedule": "step", "step_size": 0}, r"optimizer.step_size: expected a positive int, got 0"),
     ({"name": "sgd", "schedule": "step", "step_size": 2, "gamma": 1.5},
@@ -501,7 +521,7 @@ RULES = {"sgd": {"name": "sgd", "lr": 0.05}, "sgd_momentum": {"name": "sgd", "lr
          "rmsprop": {"name": "rmsprop", "lr": 1e-3},
          "rmsprop_centered_momentum": {"name": "rmsprop", "lr": 1e-3, "centered": True, "momentum": 0.9}}
 SCHEDULE_FIELDS = {"constant": {}, "step": {"step_size": 5, "gamma": 0.5}, "cosine": {"total_steps": STEPS},
-                   "linear_warmup": {"warmup_steps": 5}}
+                   "linear_warmup": {"warmup_steps": 5}, "warmup_cosine": {"warmup_steps": 3, "total_steps": STEPS}}
 
 
 @pytest.mark.slow
