@@ -12,6 +12,7 @@ import optax
 from flax import nnx
 
 from parity import layouts
+from parity.specs.base import IGNORE_INDEX
 from parity.state import layout, match_native_names
 from jax_impl.models import MODELS
 
@@ -166,10 +167,18 @@ def decoder(model, inputs):
     return initial_state, step
 
 
+def _masked_cross_entropy(logits, targets):
+    counted = targets != IGNORE_INDEX
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(counted, targets, 0))
+    return jnp.sum(jnp.where(counted, losses, 0)) / jnp.sum(counted)
+
+
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind == "cross_entropy":
         return lambda logits, targets: optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+    if kind == "masked_cross_entropy":  # the mean over the targets that are not IGNORE_INDEX
+        return _masked_cross_entropy
     if kind == "mse":
         return lambda prediction, targets: jnp.mean(optax.squared_error(prediction, targets))
     return lambda logits, targets: optax.sigmoid_binary_cross_entropy(logits, targets).mean()

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from parity import layouts
 from parity.compare import example_batch
+from parity.specs.base import IGNORE_INDEX
 from parity.state import layout, match_native_names
 from keras_impl.models import MODELS
 
@@ -157,6 +158,8 @@ def loss_function(kind, dtype):
     # The loss's dtype must be the model's: Keras losses default to float32 and cast down.
     if kind == "cross_entropy":
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    elif kind == "masked_cross_entropy":  # the mean over the targets that are not IGNORE_INDEX
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=IGNORE_INDEX, dtype=dtype)
     elif kind == "mse":
         loss = keras.losses.MeanSquaredError(dtype=dtype)
     else:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from parity.specs import Spec
 
 # Weight kinds that are matmuls or convolutions: does the count scale with output pixels?
-_PER_PIXEL = {"linear": False, "flatten_linear": False, "conv2d": True, "depthwise_conv2d": True}
+_PER_PIXEL = {"linear": False, "conv1d": False, "flatten_linear": False, "conv2d": True, "depthwise_conv2d": True}
 
 
 @dataclass(frozen=True)

@@ -181,9 +181,11 @@ def _check_declared(spec: Spec, what: str, value, decl, dtype: str, axes: dict[s
     if not (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_):
         raise InputError(f"{spec.architecture} {what}: expected integer {decl.meaning or 'values'}, got {value.dtype}")
     low, high = (0, 2) if decl.dtype == "mask" else (decl.low, decl.high)
-    if value.min() < low or (high is not None and value.max() >= high):
-        raise InputError(f"{spec.architecture} {what}: expected {decl.meaning or 'values'} in [{low}, {high}), "
-                         f"got values in [{value.min()}, {value.max()}]")
+    counted = value if decl.ignore_index is None else value[value != decl.ignore_index]
+    if counted.size and (counted.min() < low or (high is not None and counted.max() >= high)):
+        also = "" if decl.ignore_index is None else f" or {decl.ignore_index} (ignored)"
+        raise InputError(f"{spec.architecture} {what}: expected {decl.meaning or 'values'} in [{low}, {high}){also}, "
+                         f"got values in [{counted.min()}, {counted.max()}]")
     return value.astype(np.int64)
 
 

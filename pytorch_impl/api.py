@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from parity.specs.base import IGNORE_INDEX
 from parity.state import layout
 from pytorch_impl.models import MODELS
 
@@ -127,8 +128,11 @@ def decoder(model, inputs):
 
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
-    if kind == "cross_entropy":  # logits (..., classes): per example, or per step of a sequence
-        return lambda logits, targets: F.cross_entropy(logits.flatten(0, -2), targets.flatten())
+    if kind in ("cross_entropy", "masked_cross_entropy"):  # logits (..., classes): per example or per step
+        # torch skips IGNORE_INDEX (-100) targets in both (its default ignore_index); parity's
+        # checks let them through only for masked_cross_entropy.
+        return lambda logits, targets: F.cross_entropy(logits.flatten(0, -2), targets.flatten(),
+                                                       ignore_index=IGNORE_INDEX)
     if kind == "mse":
         return F.mse_loss
     return F.binary_cross_entropy_with_logits

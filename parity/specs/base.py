@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from parity.errors import SpecError
 from parity.params import Param
 
+IGNORE_INDEX = -100  # a masked_cross_entropy target the loss skips (Hugging Face's labels convention)
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "leaky_relu", "silu")
 
 
@@ -26,6 +27,7 @@ class TensorDecl:
     low: int = 0
     meaning: str = ""
     required: bool = False  # for inputs besides the main one (which is always required)
+    ignore_index: int | None = None  # "int" targets: this value marks a position the loss skips
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,9 @@ class Spec:
     reference_preset: ClassVar[str]
     input_kind: ClassVar[str]  # "features" (B, F), "image" (B, C, H, W) or "sequence" (B, T, F)
     optional_inputs: ClassVar[tuple[str, ...]] = ()  # named inputs besides the `input_kind` one
-    # "cross_entropy" (int class targets), "binary_cross_entropy" (0/1 floats) or "mse" (float
-    # targets shaped like the `loss_output` output)
+    # "cross_entropy" (int class targets), "masked_cross_entropy" (the same, mean over the targets
+    # that are not IGNORE_INDEX, Hugging Face's -100), "binary_cross_entropy" (0/1 floats) or
+    # "mse" (float targets shaped like the `loss_output` output)
     loss: ClassVar[str]
     output_names: ClassVar[tuple[str, ...]] = ("logits",)  # what forward returns, in this order
     loss_output: ClassVar[str] = "logits"  # the output the loss reads
