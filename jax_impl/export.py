@@ -14,21 +14,20 @@ import jax.numpy as jnp
 from flax import nnx
 
 from parity import layouts
-from parity.export import input_signature, is_sequence
+from parity.export import input_signature, takes_named_inputs
 from jax_impl.api import dtype_of
 
 
 def _pure_function(model, outputs_as_dict: bool):
     spec = model.spec
     graphdef, state = nnx.split(model)
-    permutation = layouts.input_permutation("jax", len(spec.input_shape) + 1, spec.input_kind)
 
     def outputs_of(outputs):
         if outputs_as_dict:  # jax.export keeps the output pytree, names included
             return {name: outputs[name] for name in spec.output_names}
         return tuple(outputs[name] for name in spec.output_names)  # ONNX outputs are positional
 
-    if is_sequence(spec):
+    if takes_named_inputs(spec):
         names = [name for name, _, _ in input_signature(spec, "float32")]
 
         def forward(*inputs):
@@ -37,6 +36,8 @@ def _pure_function(model, outputs_as_dict: bool):
             named = dict(zip(names[1:], inputs[1:]))
             return outputs_of(nnx.merge(graphdef, state, copy=True)(inputs[0], **named))
     else:
+        permutation = layouts.input_permutation("jax", len(spec.input_shape) + 1, spec.input_kind)
+
         def forward(x):
             return outputs_of(nnx.merge(graphdef, state)(x if permutation is None else jnp.transpose(x, permutation)))
 
@@ -89,7 +90,7 @@ def export_native(model, path, format: str):
     function = _pure_function(model, outputs_as_dict=True)
     with _wide_inputs(model):
         inputs = _abstract_inputs(model)
-        if is_sequence(model.spec):
+        if takes_named_inputs(model.spec):
             names = [name for name, _, _ in input_signature(model.spec, "float32")]
             positional = function
 

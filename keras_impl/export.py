@@ -16,12 +16,11 @@ import keras
 import tensorflow as tf
 
 from parity import layouts
-from parity.export import input_signature, is_sequence
+from parity.export import input_signature, is_sequence, takes_named_inputs
 
 
 def _serving_function(model, outputs_as_dict: bool, dynamic_time: bool = True):
     spec = model.spec
-    permutation = layouts.input_permutation("keras", len(spec.input_shape) + 1, spec.input_kind)
     inputs = input_signature(spec, model.dtype_policy.variable_dtype, dynamic_time)
     signature = [tf.TensorSpec([size if isinstance(size, int) else None for size in shape], dtype, name=name)
                  for name, dtype, shape in inputs]
@@ -32,11 +31,13 @@ def _serving_function(model, outputs_as_dict: bool, dynamic_time: bool = True):
             return {name: outputs[name] for name in spec.output_names}
         return tuple(outputs[name] for name in spec.output_names)  # ONNX outputs are positional
 
-    if is_sequence(spec):
+    if takes_named_inputs(spec):
         @tf.function(input_signature=signature)
         def serve(x, *states):
             return outputs_of(model(x, **dict(zip(state_names, states)), training=False))
     else:
+        permutation = layouts.input_permutation("keras", len(spec.input_shape) + 1, spec.input_kind)
+
         @tf.function(input_signature=signature)
         def serve(x):
             return outputs_of(model(x if permutation is None else keras.ops.transpose(x, permutation),

@@ -102,15 +102,36 @@ def state_hash(state: dict[str, np.ndarray]) -> str:
 
 
 def is_sequence(spec: Spec) -> bool:
-    return spec.input_kind in SEQUENCE_INPUTS
+    """A recurrent model (its time axis and initial states are handled as the module docstring says)."""
+    return spec.declared_inputs() is None and spec.input_kind in SEQUENCE_INPUTS
+
+
+def takes_named_inputs(spec: Spec) -> bool:
+    """Exported with several named inputs (a recurrent model's states, a transformer's masks), not one."""
+    return is_sequence(spec) or spec.declared_inputs() is not None
+
+
+# A declared input's dtype in an exported signature (ids and 0/1 masks as int64, as natively).
+_EXPORTED_DTYPES = {"int": "int64", "mask": "int64", "bool": "bool"}
+
+
+def _axis_label(axis):
+    """A declared axis -> an exported one: "B" is `batch`, other names stay (symbolic), ints fixed."""
+    return BATCH if axis == "B" else axis
 
 
 def input_signature(spec: Spec, dtype: str, dynamic_time: bool = True) -> list[tuple[str, str, tuple]]:
     """(name, dtype, shape) of every input an exported artifact of `spec` takes, in order.
 
     Shapes hold ints and the names of symbolic axes: `batch` always, `time` for the time axis of a
-    recurrent model's main input when `dynamic_time` (else it is fixed at `spec.seq_len`).
+    recurrent model's main input when `dynamic_time` (else it is fixed at `spec.seq_len`). A spec
+    that declares its inputs exports every one of them (but NOT_EXPORTED's), with its declared
+    axis names symbolic (`T`, `S`, ...).
     """
+    declared = spec.declared_inputs()
+    if declared is not None:
+        return [(name, _EXPORTED_DTYPES.get(decl.dtype, dtype), tuple(_axis_label(a) for a in decl.shape))
+                for name, decl in declared.items() if name not in NOT_EXPORTED]
     if not is_sequence(spec):
         return [(spec.input_kind, dtype, (BATCH, *spec.input_shape))]
     time = TIME if dynamic_time else spec.seq_len
@@ -123,7 +144,11 @@ def input_signature(spec: Spec, dtype: str, dynamic_time: bool = True) -> list[t
 
 
 def symbolic_axes(spec: Spec, name: str) -> dict[int, str]:
-    """Axis index -> `batch`/`time` for an exported input or output of `spec`."""
+    """Axis index -> `batch`/`time` (or a declared axis name) for an exported input or output of `spec`."""
+    declared = spec.declared_inputs()
+    if declared is not None:
+        shape = declared[name].shape if name in declared else spec.declared_outputs().get(name, ("B",))
+        return {i: _axis_label(axis) for i, axis in enumerate(shape) if isinstance(axis, str)}
     if not is_sequence(spec):
         return {0: BATCH}
     if name in STATE_INPUTS or name in ("h_n", "c_n"):

@@ -12,6 +12,7 @@ import io
 import torch
 from torch import nn
 
+from parity.compare import example_batch
 from parity.export import BATCH, STATE_INPUTS, TIME, input_signature, is_sequence, symbolic_axes
 
 
@@ -56,8 +57,45 @@ class _TokensHC(_Sequence):
         return self.outputs(self.model(tokens, h_0=h_0, c_0=c_0))
 
 
+# Transformers, by their exported input names (parity.export.input_signature).
+class _InputIdsMask(_Sequence):
+    def forward(self, input_ids, attention_mask):
+        return self.outputs(self.model(input_ids, attention_mask=attention_mask))
+
+
+class _InputIdsMaskTypes(_Sequence):
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.outputs(self.model(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids))
+
+
+class _EncoderDecoderIds(_Sequence):
+    def forward(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask):
+        return self.outputs(self.model(input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                                       decoder_attention_mask=decoder_attention_mask))
+
+
+class _QueryKeyValueMasks(_Sequence):
+    def forward(self, query, key, value, key_padding_mask, attn_mask):
+        return self.outputs(self.model(query, key=key, value=value, key_padding_mask=key_padding_mask,
+                                       attn_mask=attn_mask))
+
+
+class _TokensDecoderTokens(_Sequence):
+    def forward(self, tokens, decoder_tokens):
+        return self.outputs(self.model(tokens, decoder_tokens=decoder_tokens))
+
+
+_NAMED = {("input_ids", "attention_mask"): _InputIdsMask,
+          ("input_ids", "attention_mask", "token_type_ids"): _InputIdsMaskTypes,
+          ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask"): _EncoderDecoderIds,
+          ("query", "key", "value", "key_padding_mask", "attn_mask"): _QueryKeyValueMasks,
+          ("tokens", "decoder_tokens"): _TokensDecoderTokens}
+
+
 def _wrapped(model, as_dict: bool):
     spec = model.spec
+    if spec.declared_inputs() is not None:
+        return _NAMED[tuple(name for name, _, _ in input_signature(spec, "float32"))](model, as_dict)
     if not is_sequence(spec):
         return model if as_dict else _OutputTuple(model)
     states = [name for name in spec.optional_inputs if name in STATE_INPUTS]
@@ -65,8 +103,24 @@ def _wrapped(model, as_dict: bool):
     return wrapper[spec.input_kind, len(states)](model, as_dict)
 
 
+def _declared_examples_and_dynamic_shapes(model):
+    """A declared-input model's example (parity.example_batch at batch 2) with every named axis
+    dynamic: one torch.export.Dim per axis name, shared by the inputs that have it."""
+    spec = model.spec
+    inputs = example_batch(spec, 2, dtype=str(next(model.parameters()).dtype).removeprefix("torch."))[0]
+    dims = {}
+    examples, dynamic = [], []
+    for name, _, shape in input_signature(spec, "float32"):
+        examples.append(torch.from_numpy(inputs[name]))
+        dynamic.append({axis: dims.setdefault(label, torch.export.Dim(label)) for axis, label in enumerate(shape)
+                        if isinstance(label, str)})
+    return tuple(examples), tuple(dynamic)
+
+
 def _examples_and_dynamic_shapes(model, steps=None):
     """Example inputs (batch 2, time `steps` or spec.seq_len) and their dynamic batch axes."""
+    if model.spec.declared_inputs() is not None:
+        return _declared_examples_and_dynamic_shapes(model)
     dtype = next(model.parameters()).dtype
     batch = torch.export.Dim(BATCH)
     examples, dynamic = [], []

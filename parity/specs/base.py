@@ -64,6 +64,10 @@ class Spec:
         """Named inputs, the main one (`input_kind`) first; the others are `optional_inputs`."""
         return None
 
+    def declared_outputs(self) -> dict[str, tuple]:
+        """Each output's shape in the axis names of `declared_inputs` (symbolic axes of exports)."""
+        return {name: ("B",) for name in self.output_names}
+
     def axis_limits(self) -> dict[str, tuple[int, str]]:
         """Largest size of an axis name and the field that sets it (a positions table)."""
         return {}
