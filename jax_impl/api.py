@@ -167,6 +167,41 @@ def decoder(model, inputs):
     return initial_state, step
 
 
+DECODE_TRACES = []  # the input shape of every trace of _decode: one per compiled program
+
+
+@nnx.jit
+def _decode(model, ids, cache, position):
+    """model.decode compiled: `position` is traced and the buffers keep their shape, so every
+    one-id step reuses one program (appending to DECODE_TRACES happens only while tracing)."""
+    DECODE_TRACES.append(ids.shape)
+    return model.decode(ids, cache, position)
+
+
+def generator(model, kept, ids_name, batch, max_length, use_cache):
+    """parity.generation's next_logits(ids (B, t)) -> logits (B, V) of the last position, for
+    validated canonical inputs `kept` (all but the ids that grow, `ids_name`, and their mask).
+    Without the cache: the forward pass over every id so far (the decoder's ids of an
+    encoder-decoder, which reads `kept` again). With it: `model.decode` on
+    the ids not fed yet, at their positions, into `model.init_cache`'s buffers of `max_length`
+    slots, compiled once per fed length (`_decode`; DECODE_TRACES counts the traces)."""
+    if not use_cache:
+        return lambda ids: forward(model, {**kept, ids_name: ids})["logits"][:, -1]
+    _set_mode(model, False)
+    with _precision(dtype_of(model)):
+        cache = model.init_cache(batch, max_length)
+    fed = 0
+
+    def next_logits(ids):
+        nonlocal cache, fed
+        with _precision(dtype_of(model)):
+            logits, cache = _decode(model, jnp.asarray(ids[:, fed:]), cache, jnp.asarray(fed))  # (B, t, V)
+            fed = ids.shape[1]
+            return np.asarray(logits[:, -1])
+
+    return next_logits
+
+
 def _masked_cross_entropy(logits, targets):
     counted = targets != IGNORE_INDEX
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(counted, targets, 0))

@@ -153,6 +153,31 @@ def decoder(model, inputs):
     return initial_state, step
 
 
+def generator(model, kept, ids_name, batch, max_length, use_cache):
+    """parity.generation's next_logits(ids (B, t)) -> logits (B, V) of the last position, for
+    validated canonical inputs `kept` (all but the ids that grow, `ids_name`, and their mask).
+    Without the cache: the forward pass over every id so far (the decoder's ids of an
+    encoder-decoder, which reads `kept` again). With it: `model.decode` on
+    the ids not fed yet, at their positions, into `model.init_cache`'s buffers of `max_length`
+    slots, compiled by XLA once per fed length (tf.function(jit_compile=True): the
+    position is a tensor and the buffers keep their shape, so every one-id step reuses one
+    program; `next_logits.tracing_count()` tells how many were traced)."""
+    if not use_cache:
+        return lambda ids: forward(model, {**kept, ids_name: ids})["logits"][:, -1]
+    decode = tf.function(model.decode, jit_compile=True)
+    cache = model.init_cache(batch, max_length)
+    fed = 0
+
+    def next_logits(ids):
+        nonlocal cache, fed
+        logits, cache = decode(tf.constant(ids[:, fed:]), cache, tf.constant(fed, tf.int64))  # (B, t, V)
+        fed = ids.shape[1]
+        return np.asarray(logits[:, -1])
+
+    next_logits.tracing_count = decode.experimental_get_tracing_count
+    return next_logits
+
+
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     # The loss's dtype must be the model's: Keras losses default to float32 and cast down.

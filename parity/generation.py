@@ -96,7 +96,13 @@ def generate(framework: str, model, inputs, *, max_new_tokens: int, do_sample: b
     if limit is not None and not encoder_decoder and max_length > limit[0]:
         raise InputError(f"{spec.architecture} generate: expected prompt + max_new_tokens <= {limit[0]} "
                          f"({limit[1]}), got {ids.shape[1]} + {max_new_tokens}")
-    next_logits = api.generator(model, inputs, max_length, use_cache)
+    if use_cache and not hasattr(model, "init_cache"):
+        raise InputError(f"{spec.architecture} generate: the model has no KV cache; pass use_cache=False")
+    ids_name = "decoder_input_ids" if encoder_decoder else "input_ids"
+    # The prompt's mask goes (all ones, and the ids grow past it); T5's encoder inputs stay.
+    dropped = (ids_name, "decoder_attention_mask" if encoder_decoder else "attention_mask")
+    kept = {name: value for name, value in inputs.items() if name not in dropped}
+    next_logits = api.generator(model, kept, ids_name, batch, max_length, use_cache)
     rng = np.random.default_rng(seed) if do_sample else None
     pad = eos_token_id if pad_token_id is None else pad_token_id
     finished = np.zeros(batch, bool)

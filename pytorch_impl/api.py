@@ -126,6 +126,29 @@ def decoder(model, inputs):
     return initial_state, step
 
 
+def generator(model, kept, ids_name, batch, max_length, use_cache):
+    """parity.generation's next_logits(ids (B, t)) -> logits (B, V) of the last position, for
+    validated canonical inputs `kept` (all but the ids that grow, `ids_name`, and their mask).
+    Without the cache: the forward pass over every id so far (the decoder's ids of an
+    encoder-decoder, which reads `kept` again). With it: `model.decode` on
+    the ids not fed yet, at their positions, into `model.init_cache`'s buffers of `max_length`
+    slots (filled in place)."""
+    if not use_cache:
+        return lambda ids: forward(model, {**kept, ids_name: ids})["logits"][:, -1]
+    _set_mode(model, False)
+    cache = model.init_cache(batch, max_length)
+    fed = 0
+
+    def next_logits(ids):
+        nonlocal cache, fed
+        with torch.no_grad():
+            logits, cache = model.decode(torch.from_numpy(ids[:, fed:]).to(_device()), cache, fed)  # (B, t, V)
+        fed = ids.shape[1]
+        return logits[:, -1].cpu().numpy()
+
+    return next_logits
+
+
 def loss_function(kind, dtype):
     """The spec's loss, mean over the batch: fn(logits, targets) -> scalar."""
     if kind in ("cross_entropy", "masked_cross_entropy"):  # logits (..., classes): per example or per step

@@ -54,3 +54,90 @@ def test_sampling_follows_the_warped_distribution():
 def test_generation_options_are_checked(options, message):
     with pytest.raises(parity.InputError, match=message):
         generation._check_options(**{"temperature": 1.0, "top_k": 0, "top_p": 1.0, **options})
+
+
+# --- generate on GPT-2 (tiny), against transformers' own generate ------------------------------
+
+@pytest.fixture(scope="module")
+def gpt2_reference(transformers):
+    """A random-init transformers GPT2LMHeadModel (eval mode) and its state dict as numpy."""
+    import torch
+
+    spec = parity.spec("gpt2", "tiny").deterministic()
+    config = transformers.GPT2Config(vocab_size=spec.vocab_size, n_positions=spec.n_positions, n_embd=spec.n_embd,
+                                     n_layer=spec.n_layer, n_head=spec.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    return spec, model, {name: value.numpy().copy() for name, value in model.state_dict().items()}
+
+
+PROMPT = np.random.default_rng(5).integers(0, 64, (2, 4))
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cached", "uncached"])
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_greedy_generation_is_transformers_generate_token_for_token(gpt2_reference, framework, use_cache):
+    import torch
+
+    spec, reference, state = gpt2_reference
+    eos = 7  # a row that emits it is finished: later positions hold the pad id
+    with torch.no_grad():
+        expected = reference.generate(torch.from_numpy(PROMPT), attention_mask=torch.ones_like(torch.from_numpy(PROMPT)),
+                                      max_new_tokens=10, do_sample=False, eos_token_id=eos, pad_token_id=0).numpy()
+    model = parity.build(framework, spec, state)  # transformers' state dict, lm_head alias included
+    ids = generation.generate(framework, model, {"input_ids": PROMPT}, max_new_tokens=10, eos_token_id=eos,
+                              pad_token_id=0, use_cache=use_cache)
+    np.testing.assert_array_equal(ids, expected)
+
+
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_cached_decoding_gives_the_uncached_logits(gpt2_reference, framework):
+    spec, _, state = gpt2_reference
+    model = parity.build(framework, spec, state)
+    api = parity.frameworks.adapter(framework)
+    ids = np.concatenate([PROMPT, np.random.default_rng(1).integers(0, 64, (2, 6))], axis=1)
+    cached = api.generator(model, {}, "input_ids", 2, ids.shape[1], True)
+    uncached = api.generator(model, {}, "input_ids", 2, ids.shape[1], False)
+    for t in range(PROMPT.shape[1], ids.shape[1] + 1):  # the prompt in one call, then one id at a time
+        np.testing.assert_allclose(cached(ids[:, :t]), uncached(ids[:, :t]), rtol=0, atol=2e-6)
+
+
+def test_sampling_is_the_same_text_in_every_framework(gpt2_reference):
+    spec, _, state = gpt2_reference
+    samples = [generation.generate(framework, parity.build(framework, spec, state), {"input_ids": PROMPT},
+                                   max_new_tokens=10, do_sample=True, seed=3, top_k=20, top_p=0.9, temperature=0.8)
+               for framework in parity.FRAMEWORKS]
+    assert all(np.array_equal(samples[0], other) for other in samples[1:])
+    again = generation.generate("torch", parity.build("torch", spec, state), {"input_ids": PROMPT}, max_new_tokens=10,
+                                do_sample=True, seed=4, top_k=20, top_p=0.9, temperature=0.8)
+    assert not np.array_equal(samples[0], again)  # another seed draws another text
+
+
+def test_compiled_cached_steps_compile_once_not_once_per_token(gpt2_reference):
+    """JAX (nnx.jit) and Keras (tf.function(jit_compile=True)) compile the cached step once for
+    the prompt's length and once for every later one-id step, however many tokens follow."""
+    from jax_impl import api as jax_api
+
+    spec, _, state = gpt2_reference
+    before = len(jax_api.DECODE_TRACES)
+    model = parity.build("jax", spec, state)
+    generation.generate("jax", model, {"input_ids": PROMPT[:, :3]}, max_new_tokens=9)
+    assert jax_api.DECODE_TRACES[before:] == [(2, 3), (2, 1)]
+    keras_next = parity.frameworks.adapter("keras").generator(parity.build("keras", spec, state), {}, "input_ids", 2,
+                                                              12, True)
+    ids = PROMPT[:, :3]
+    for _ in range(9):
+        ids = np.concatenate([ids, generation.choose(keras_next(ids))[:, None]], axis=1)
+    assert keras_next.tracing_count() == 2
+
+
+def test_generation_refuses_padded_prompts_and_overlong_requests(gpt2_reference):
+    spec, _, state = gpt2_reference
+    model = parity.build("torch", spec, state)
+    mask = np.ones_like(PROMPT)
+    mask[1, -1] = 0
+    with pytest.raises(parity.InputError, match=r"expected an attention_mask of ones .* got 1 padded position"):
+        generation.generate("torch", model, {"input_ids": PROMPT, "attention_mask": mask}, max_new_tokens=2)
+    with pytest.raises(parity.InputError, match=r"expected prompt \+ max_new_tokens <= 16 \(n_positions\), got 4 \+ 13"):
+        generation.generate("torch", model, {"input_ids": PROMPT}, max_new_tokens=13)

@@ -2,6 +2,7 @@
 from jax_impl.models.alexnet import AlexNet
 from jax_impl.models.densenet import DenseNet
 from jax_impl.models.efficientnet import EfficientNet
+from jax_impl.models.gpt2 import GPT2LMHeadModel
 from jax_impl.models.lenet5 import LeNet5
 from jax_impl.models.mlp import MLP
 from jax_impl.models.perceptron import Perceptron
@@ -15,4 +16,5 @@ MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": Ale
           **dict.fromkeys(("resnet18", "resnet34", "resnet50", "resnet101"), ResNet),
           "densenet121": DenseNet, "efficientnet_b0": EfficientNet,
           "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM,
-          "seq2seq_bahdanau": Bahdanau, "seq2seq_luong": Luong}
+          "seq2seq_bahdanau": Bahdanau, "seq2seq_luong": Luong,
+          "gpt2": GPT2LMHeadModel}
