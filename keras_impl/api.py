@@ -201,7 +201,10 @@ def loss_and_grads(model, inputs, targets, *, train=False):
     x, extra = _native_inputs(model.spec, inputs)
     with tf.GradientTape() as tape:
         loss = loss_fn(model(x, training=train, **extra)[model.spec.loss_output], targets)
-    grads = tape.gradient(loss, [native[name] for name in trainable],
+    # .value, the tf.Variable: for a variable the loss never reads (BERT's pooler under a loss on
+    # last_hidden_state) the tape builds zeros from the source's dtype, a str on a Keras Variable
+    # (AttributeError: 'str' object has no attribute '_type_enum').
+    grads = tape.gradient(loss, [native[name].value for name in trainable],
                           unconnected_gradients=tf.UnconnectedGradients.ZERO)
     # tf.convert_to_tensor: an embedding's gradient comes as IndexedSlices (the rows looked up).
     return float(loss), {name: layouts.from_native(FRAMEWORK, entries[name].kind, np.asarray(tf.convert_to_tensor(g)),

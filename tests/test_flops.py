@@ -40,16 +40,20 @@ def test_matches_torch_flop_counter(name, preset):
     with torch.device("meta"):
         model = MODELS[name](spec, torch.float32).train()
         example_inputs, example_targets = parity.example_batch(spec, 3)
-        if isinstance(example_inputs, dict):
-            example_inputs = example_inputs[spec.input_kind]
-        inputs, targets = (torch.zeros(a.shape, dtype=getattr(torch, str(a.dtype))) for a in (example_inputs,
-                                                                                              example_targets))
+        # Models that declare their inputs get every one (an encoder-decoder needs its decoder ids).
+        named = example_inputs if spec.declared_inputs() is not None else {
+            spec.input_kind: example_inputs[spec.input_kind] if isinstance(example_inputs, dict) else example_inputs}
+        inputs, extra = None, {}
+        for name, array in named.items():
+            tensor = torch.zeros(array.shape, dtype=getattr(torch, str(array.dtype)))
+            inputs, extra = (tensor, extra) if name == spec.input_kind else (inputs, {**extra, name: tensor})
+        targets = torch.zeros(example_targets.shape, dtype=getattr(torch, str(example_targets.dtype)))
     with FlopCounterMode(display=False) as counter:
         with torch.no_grad():
-            model(inputs)
+            model(inputs, **extra)
     assert counter.get_total_flops() == forward_flops(spec, 3)
     with FlopCounterMode(display=False) as counter:
-        prediction = model(inputs)[spec.loss_output]
+        prediction = model(inputs, **extra)[spec.loss_output]
         loss_function(spec.loss, "float32")(prediction, targets).backward()
     assert counter.get_total_flops() == train_step_flops(spec, 3) + torch_counter_depthwise_excess(spec, 3)
 

@@ -1,4 +1,5 @@
 """Architecture name -> model class."""
+from jax_impl.models.bert import bert
 from jax_impl.models.alexnet import AlexNet
 from jax_impl.models.densenet import DenseNet
 from jax_impl.models.efficientnet import EfficientNet
@@ -17,4 +18,5 @@ MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": Ale
           "densenet121": DenseNet, "efficientnet_b0": EfficientNet,
           "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM,
           "seq2seq_bahdanau": Bahdanau, "seq2seq_luong": Luong,
-          "gpt2": GPT2LMHeadModel}
+          "gpt2": GPT2LMHeadModel,
+          "bert": bert}

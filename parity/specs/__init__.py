@@ -6,6 +6,7 @@ from typing import Any
 
 from parity.errors import SpecError
 from parity.specs.base import Spec, TensorDecl
+from parity.specs.bert import BertSpec
 from parity.specs.alexnet import AlexNetSpec
 from parity.specs.char_lm import CharLMSpec
 from parity.specs.densenet import DenseNet121Spec
@@ -22,7 +23,7 @@ from parity.specs.vgg import VGG11BNSpec, VGG11Spec, VGG16BNSpec, VGG16Spec
 REGISTRY: dict[str, type[Spec]] = {cls.architecture: cls for cls in (
     PerceptronSpec, MLPSpec, LeNet5Spec, AlexNetSpec, VGG11Spec, VGG11BNSpec, VGG16Spec, VGG16BNSpec,
     ResNet18Spec, ResNet34Spec, ResNet50Spec, ResNet101Spec, DenseNet121Spec, EfficientNetB0Spec,
-    RNNSpec, LSTMSpec, GRUSpec, CharLMSpec, BahdanauSpec, LuongSpec, GPT2Spec)}
+    RNNSpec, LSTMSpec, GRUSpec, CharLMSpec, BahdanauSpec, LuongSpec, GPT2Spec, BertSpec)}
 
 
 def architectures() -> list[str]:
