@@ -52,13 +52,15 @@ def _named_layers(layer, prefix=""):
 
 
 def _named_variables(model):
-    """Canonical name -> keras Variable, for the variables each layer owns directly."""
+    """Canonical name -> keras Variable, for the variables each layer owns directly (the model's
+    own too: `mha` holds torch.nn.MultiheadAttention's `in_proj_weight` at the top level)."""
     named = {}
-    for path, layer in _named_layers(model):
+    for path, layer in [("", model), *_named_layers(model)]:
         owned = {id(v) for _, child in _named_layers(layer) for v in child.weights}
         for variable in layer.weights:
             if id(variable) not in owned:
-                named[layouts.canonical_name(FRAMEWORK, (*path.split("."), variable.name))] = variable
+                modules = path.split(".") if path else ()
+                named[layouts.canonical_name(FRAMEWORK, (*modules, variable.name))] = variable
     return named
 
 

@@ -159,7 +159,7 @@ def symbolic_axes(spec: Spec, name: str) -> dict[int, str]:
 def check_exportable(spec: Spec) -> None:
     """InputError for an architecture the exporters cannot take (NOT_EXPORTABLE says why)."""
     for feature, why in NOT_EXPORTABLE.items():
-        if feature in spec.optional_inputs:
+        if spec.declared_inputs() is None and feature in spec.optional_inputs:
             raise InputError(f"export: {spec.architecture} cannot be exported: {why}")
 
 
@@ -168,7 +168,8 @@ def exportable_architectures() -> list[str]:
     from parity.specs import REGISTRY, architectures
 
     return [name for name in architectures()
-            if not any(feature in REGISTRY[name].optional_inputs for feature in NOT_EXPORTABLE)]
+            if REGISTRY[name].declared_inputs is not Spec.declared_inputs  # declares its inputs
+            or not any(feature in REGISTRY[name].optional_inputs for feature in NOT_EXPORTABLE)]
 
 
 def check_support(framework: str, format: str) -> None:

@@ -177,3 +177,47 @@ def flax_native_recurrent(kind: str, weight_ih, weight_hh, bias_ih=None, bias_hh
     else:
         params["dense_h.bias" if kind == "lstm" else "dense_i.bias"] = bias_ih + bias_hh
     return params
+
+
+# Porting torch.nn.MultiheadAttention's packed tensors into the frameworks' OWN attention layers.
+# parity's Keras and Flax models hold torch's packed `in_proj_weight` as one variable (exact state
+# round trips, one gradient per tensor); these say what keras.layers.MultiHeadAttention and
+# nnx.MultiHeadAttention need instead (tests/test_attention.py runs both against torch).
+def _split_attention(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads: int) -> dict:
+    """torch's (3E, E) packed q, k, v weight and (E, E) out_proj as per-head kernels: the query,
+    key and value kernels (E, H, D), their biases (H, D), the output kernel (H, D, E) and bias (E,).
+    Head h owns the features h*D .. h*D + D - 1 of each projection, as torch's view(B, L, H, D)."""
+    embed = out_proj_weight.shape[0]
+    if embed % num_heads or in_proj_weight.shape != (3 * embed, embed):
+        raise ValueError(f"expected in_proj_weight (3E, E) = {(3 * embed, embed)} with E divisible by num_heads "
+                         f"({num_heads}), got in_proj_weight {in_proj_weight.shape}, out_proj.weight "
+                         f"{out_proj_weight.shape}")
+    head_dim = embed // num_heads
+    split = {}
+    for i, name in enumerate(("query", "key", "value")):
+        split[f"{name}.kernel"] = in_proj_weight[i * embed:(i + 1) * embed].T.reshape(embed, num_heads, head_dim)
+        if in_proj_bias is not None:
+            split[f"{name}.bias"] = in_proj_bias[i * embed:(i + 1) * embed].reshape(num_heads, head_dim)
+    split["out.kernel"] = out_proj_weight.T.reshape(num_heads, head_dim, embed)
+    if out_proj_bias is not None:
+        split["out.bias"] = out_proj_bias
+    return {name: np.ascontiguousarray(value) for name, value in split.items()}
+
+
+def keras_native_mha(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads: int) -> list[np.ndarray]:
+    """`set_weights` of keras.layers.MultiHeadAttention(num_heads, key_dim=D, value_dim=D) for one
+    torch.nn.MultiheadAttention (kdim = vdim = embed_dim; biases None for bias=False): the query,
+    key, value and output EinsumDense kernels and biases, in that order. Keras then computes
+    torch's function, given masks of the opposite polarity (`attention_mask` True = attend)."""
+    split = _split_attention(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads)
+    return [split[f"{layer}.{leaf}"] for layer in ("query", "key", "value", "out") for leaf in ("kernel", "bias")
+            if f"{layer}.{leaf}" in split]
+
+
+def flax_native_mha(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads: int) -> dict[str, np.ndarray]:
+    """Parameters (by attribute path) of nnx.MultiHeadAttention(num_heads, in_features=E,
+    qkv_features=E, out_features=E) for one torch.nn.MultiheadAttention (biases None for
+    bias=False): `query`/`key`/`value`.kernel (E, H, D) and .bias (H, D), `out`.kernel (H, D, E) and
+    .bias (E,). Flax then computes torch's function, given a mask of the opposite polarity
+    (True = attend) shaped (B, 1, L, S)."""
+    return _split_attention(in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias, num_heads)

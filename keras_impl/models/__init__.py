@@ -1,15 +1,18 @@
 """Architecture name -> model class."""
-from keras_impl.models.bert import bert
 from keras_impl.models.alexnet import AlexNet
+from keras_impl.models.attention import MHA
+from keras_impl.models.bert import bert
 from keras_impl.models.densenet import DenseNet
 from keras_impl.models.efficientnet import EfficientNet
 from keras_impl.models.gpt2 import GPT2LMHeadModel
+from keras_impl.models.t5 import T5ForConditionalGeneration
 from keras_impl.models.lenet5 import LeNet5
 from keras_impl.models.mlp import MLP
 from keras_impl.models.perceptron import Perceptron
 from keras_impl.models.recurrent import GRU, LSTM, RNN, CharLM
 from keras_impl.models.resnet import ResNet
 from keras_impl.models.seq2seq import Bahdanau, Luong
+from keras_impl.models.transformer import Seq2SeqTransformer
 from keras_impl.models.vgg import VGG
 
 MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": AlexNet,
@@ -18,5 +21,6 @@ MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": Ale
           "densenet121": DenseNet, "efficientnet_b0": EfficientNet,
           "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM,
           "seq2seq_bahdanau": Bahdanau, "seq2seq_luong": Luong,
-          "gpt2": GPT2LMHeadModel,
-          "bert": bert}
+          "mha": MHA, "transformer": Seq2SeqTransformer,
+          "bert": bert,
+          "gpt2": GPT2LMHeadModel, "t5": T5ForConditionalGeneration}

@@ -6,12 +6,14 @@ from typing import Any
 
 from parity.errors import SpecError
 from parity.specs.base import Spec, TensorDecl
-from parity.specs.bert import BertSpec
 from parity.specs.alexnet import AlexNetSpec
+from parity.specs.attention import MHASpec, TransformerSpec
+from parity.specs.bert import BertSpec
 from parity.specs.char_lm import CharLMSpec
 from parity.specs.densenet import DenseNet121Spec
 from parity.specs.efficientnet import EfficientNetB0Spec
 from parity.specs.gpt2 import GPT2Spec
+from parity.specs.t5 import T5Spec
 from parity.specs.lenet5 import LeNet5Spec
 from parity.specs.mlp import MLPSpec
 from parity.specs.perceptron import PerceptronSpec
@@ -23,7 +25,7 @@ from parity.specs.vgg import VGG11BNSpec, VGG11Spec, VGG16BNSpec, VGG16Spec
 REGISTRY: dict[str, type[Spec]] = {cls.architecture: cls for cls in (
     PerceptronSpec, MLPSpec, LeNet5Spec, AlexNetSpec, VGG11Spec, VGG11BNSpec, VGG16Spec, VGG16BNSpec,
     ResNet18Spec, ResNet34Spec, ResNet50Spec, ResNet101Spec, DenseNet121Spec, EfficientNetB0Spec,
-    RNNSpec, LSTMSpec, GRUSpec, CharLMSpec, BahdanauSpec, LuongSpec, GPT2Spec, BertSpec)}
+    RNNSpec, LSTMSpec, GRUSpec, CharLMSpec, BahdanauSpec, LuongSpec, MHASpec, TransformerSpec, BertSpec, GPT2Spec, T5Spec)}
 
 
 def architectures() -> list[str]:

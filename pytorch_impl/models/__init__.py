@@ -1,15 +1,18 @@
 """Architecture name -> model class."""
-from pytorch_impl.models.bert import bert
 from pytorch_impl.models.alexnet import AlexNet
+from pytorch_impl.models.attention import MHA
+from pytorch_impl.models.bert import bert
 from pytorch_impl.models.densenet import DenseNet
 from pytorch_impl.models.efficientnet import EfficientNet
 from pytorch_impl.models.gpt2 import GPT2LMHeadModel
+from pytorch_impl.models.t5 import T5ForConditionalGeneration
 from pytorch_impl.models.lenet5 import LeNet5
 from pytorch_impl.models.mlp import MLP
 from pytorch_impl.models.perceptron import Perceptron
 from pytorch_impl.models.recurrent import GRU, LSTM, RNN, CharLM
 from pytorch_impl.models.resnet import ResNet
 from pytorch_impl.models.seq2seq import Bahdanau, Luong
+from pytorch_impl.models.transformer import Seq2SeqTransformer
 from pytorch_impl.models.vgg import VGG
 
 MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": AlexNet,
@@ -18,5 +21,6 @@ MODELS = {"perceptron": Perceptron, "mlp": MLP, "lenet5": LeNet5, "alexnet": Ale
           "densenet121": DenseNet, "efficientnet_b0": EfficientNet,
           "rnn": RNN, "lstm": LSTM, "gru": GRU, "char_lm": CharLM,
           "seq2seq_bahdanau": Bahdanau, "seq2seq_luong": Luong,
-          "gpt2": GPT2LMHeadModel,
-          "bert": bert}
+          "mha": MHA, "transformer": Seq2SeqTransformer,
+          "bert": bert,
+          "gpt2": GPT2LMHeadModel, "t5": T5ForConditionalGeneration}

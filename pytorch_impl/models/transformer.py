@@ -1,0 +1,121 @@
+"""The Transformer (Vaswani et al. 2017): torch.nn.Transformer itself between token embeddings with
+sinusoidal positions and a Linear head (parity/specs/attention.py has the equations).
+
+torch.nn's classes are the reference: the subclasses below only configure them from the spec
+(batch first, the spec's eps, activation and norm placement) and assemble nn.Transformer from them,
+so the forward passes are torch's own, fast paths included (tests/test_transformer.py checks the
+model against a plain torch.nn.Transformer). Masks have torch's polarity, True = masked out: the
+source padding (`src_key_padding_mask`, `memory_key_padding_mask`) and the causal target mask
+(`tgt_mask`, True above the diagonal), passed with tgt_is_causal=True: without that hint torch
+compares the mask with its own causal mask on every call, a data-dependent check torch.export
+cannot trace.
+
+One departure from nn.Transformer's defaults: the encoder is built with enable_nested_tensor=False.
+With it (the default), torch runs the encoder in eval mode without gradients on nested tensors
+whenever a padding mask is given: every layer's output is then a NestedTensor (the trace's
+forward hooks cannot read it: "NestedTensorImpl doesn't support sizes") and the memory is 0 at
+the padded positions, where Keras, Flax and torch's own training mode compute values there. The
+decoder never attends to those positions (memory_key_padding_mask), so the logits are the same
+either way: tests/test_transformer.py checks them against a default nn.Transformer, nested tensors
+and all.
+"""
+import torch
+from torch import nn
+
+
+def layer_norm(spec, dtype):
+    """torch.nn.LayerNorm(d_model, eps): the final norm of the encoder and of the decoder."""
+    return nn.LayerNorm(spec.d_model, eps=spec.layer_norm_eps, dtype=dtype)
+
+
+def causal_mask(tokens):  # (B, T)
+    """True where query i may not attend to key j: the future, j > i. -> (T, T) bool"""
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    return positions[None, :] > positions[:, None]
+
+
+def padding_mask(tokens, lengths):  # (B, S), (B,) or None
+    """True at the PAD positions j >= lengths[b], torch's key_padding_mask. -> (B, S) bool or None"""
+    if lengths is None:
+        return None
+    return torch.arange(tokens.shape[1], device=tokens.device)[None, :] >= lengths[:, None]
+
+
+class TransformerEncoderLayer(nn.TransformerEncoderLayer):
+    """torch.nn.TransformerEncoderLayer: self-attention, then the feed-forward block
+    linear2(dropout(activation(linear1(x)))), each followed by dropout and a residual connection,
+    with a LayerNorm after the sum (post-norm) or before the block (norm_first)."""
+
+    def __init__(self, spec, dtype):
+        super().__init__(spec.d_model, spec.nhead, spec.dim_feedforward, spec.dropout, spec.activation,
+                         spec.layer_norm_eps, batch_first=True, norm_first=spec.norm_first, dtype=dtype)
+
+
+class TransformerEncoder(nn.TransformerEncoder):
+    """torch.nn.TransformerEncoder: `layers` copies of the layer, then the final `norm`; dense
+    tensors throughout (enable_nested_tensor=False, as the module docstring says why)."""
+
+    def __init__(self, spec, dtype):
+        super().__init__(TransformerEncoderLayer(spec, dtype), spec.num_encoder_layers,
+                         layer_norm(spec, dtype), enable_nested_tensor=False)
+
+
+class TransformerDecoderLayer(nn.TransformerDecoderLayer):
+    """torch.nn.TransformerDecoderLayer: masked self-attention, cross-attention over the memory
+    (`multihead_attn`), the feed-forward block; each with dropout, a residual connection and a
+    LayerNorm (norm1, norm2, norm3), after the sum or before the block."""
+
+    def __init__(self, spec, dtype):
+        super().__init__(spec.d_model, spec.nhead, spec.dim_feedforward, spec.dropout, spec.activation,
+                         spec.layer_norm_eps, batch_first=True, norm_first=spec.norm_first, dtype=dtype)
+
+
+class TransformerDecoder(nn.TransformerDecoder):
+    """torch.nn.TransformerDecoder: `layers` copies of the layer, then the final `norm`."""
+
+    def __init__(self, spec, dtype):
+        super().__init__(TransformerDecoderLayer(spec, dtype), spec.num_decoder_layers,
+                         layer_norm(spec, dtype))
+
+
+class Transformer(nn.Transformer):
+    """torch.nn.Transformer: the encoder over the source, the decoder over the target and the
+    encoder's output (the memory). Called as torch's: (src, tgt, src_mask, tgt_mask, memory_mask,
+    src_key_padding_mask, tgt_key_padding_mask, memory_key_padding_mask) -> (B, T, d_model)."""
+
+    def __init__(self, spec, dtype):
+        super().__init__(spec.d_model, spec.nhead, spec.num_encoder_layers, spec.num_decoder_layers,
+                         spec.dim_feedforward, spec.dropout, spec.activation, TransformerEncoder(spec, dtype),
+                         TransformerDecoder(spec, dtype), spec.layer_norm_eps, batch_first=True,
+                         norm_first=spec.norm_first, dtype=dtype)
+
+
+class Seq2SeqTransformer(nn.Module):
+    """Embeddings (scaled by sqrt(d_model)) plus sinusoidal positions, with dropout, into the
+    Transformer; the head maps each decoder output to target-vocabulary logits."""
+
+    def __init__(self, spec, dtype):
+        super().__init__()
+        self.spec = spec
+        self.encoder_embedding = nn.Embedding(spec.source_vocab_size, spec.d_model, dtype=dtype)
+        self.decoder_embedding = nn.Embedding(spec.target_vocab_size, spec.d_model, dtype=dtype)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.transformer = Transformer(spec, dtype)
+        self.head = nn.Linear(spec.d_model, spec.target_vocab_size, dtype=dtype)
+
+    def embed(self, embedding, tokens):  # (B, N) int64
+        """E x sqrt(d_model) + PE, then dropout. The table is looked up at positions 0..N-1 (a gather,
+        not a slice: to torch.export a slice to a symbolic N guards N <= max_len, to jax.export it
+        has the length min(max_len, N)). -> (B, N, d_model)"""
+        x = embedding(tokens) * self.spec.embedding_scale  # (B, N, d_model)
+        table = torch.tensor(self.spec.positional_encoding(), dtype=x.dtype, device=x.device)  # (max_len, d_model)
+        positions = table[torch.arange(tokens.shape[1], device=x.device)]  # (N, d_model)
+        return self.dropout(x + positions)
+
+    def forward(self, tokens, decoder_tokens, lengths=None):  # (B, S) int64, (B, T) int64, (B,)
+        padding = padding_mask(tokens, lengths)  # (B, S) True = PAD, or None
+        x = self.transformer(self.embed(self.encoder_embedding, tokens), self.embed(self.decoder_embedding,
+                                                                                    decoder_tokens),
+                             tgt_mask=causal_mask(decoder_tokens), src_key_padding_mask=padding,
+                             memory_key_padding_mask=padding, tgt_is_causal=True)  # (B, T, d_model)
+        return {"logits": self.head(x)}  # (B, T, V)
