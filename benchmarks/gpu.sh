@@ -55,6 +55,22 @@ bench 100 resnet50 --batch 128 --rounds 10 --dtype float32
 bench 90 resnet50 --batch 128 --rounds 10 --dtype bf16 --mode compiled
 bench 45 lstm --batch 64 --rounds 10 --mode compiled
 
+# ---- 3. Data parallelism (parity.distributed, docs/distributed.md) -----------------------------
+# The GPU variant: one replica per GPU, torch DDP over NCCL and JAX's mesh over the GPUs
+# (Keras only where TensorFlow imports), so a one-GPU machine gives the 1-replica point and runs
+# the NCCL path; then the CPU scaling curve over this machine's cores (the CPU engines: torch
+# gloo ranks, XLA host devices). Every rank of a launch is stopped with it (parity's own timeout).
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
+REPLICAS=1; for n in 2 4 8; do [ "${GPUS:-0}" -ge "$n" ] && REPLICAS="$REPLICAS,$n"; done
+run env PARITY_TORCH_DEVICE=cuda XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 \
+    "$PYTHON" -m parity.cli train lenet5 --preset tiny --dataset digits --devices 1 --epochs 1 --steps 20 \
+    --optimizer sgd --lr 0.05 --momentum 0.9 --framework torch
+run env XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 "$PYTHON" benchmarks/distributed_scaling.py --device gpu \
+    --frameworks "${FRAMEWORKS/keras,/}" --replicas "$REPLICAS" --arch resnet18 --batch 256 --steps 20 --out "$RESULTS"
+run timeout 200 "$PYTHON" benchmarks/distributed_scaling.py --device cpu --frameworks "$FRAMEWORKS" \
+    --replicas 1,2,4,8 --arch lenet5 --batch 256 --steps 20 --out "$RESULTS"
+# ---- end of the data-parallel block ----------------------------------------------------------
+
 [ -z "$DRY_RUN" ] && ls -R "$RESULTS" | tail -20
 if [ ${#FAILED[@]} -gt 0 ]; then echo "failed stages: ${FAILED[*]}"; exit 1; fi
 echo "all stages passed"

@@ -11,6 +11,7 @@
     parity train NAME --dataset digits [--framework all] [--plot curves.png]  train, side by side
     parity convert MODEL.pth OUT.safetensors --arch NAME   a torchvision .pth as a safetensors checkpoint
     parity train NAME --from CHECKPOINT --freeze backbone  fine-tune a new head on a frozen backbone
+    parity train NAME --devices 2 [--sync-bn]        data-parallel on each framework's engine vs one device
 """
 from __future__ import annotations
 
@@ -120,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     training.add_argument("--bn", choices=BATCH_NORM, default=None,
                           help="with --from: a frozen batch norm uses and keeps its running statistics (frozen, "
                                "default) or normalises with batch statistics and updates them (train)")
+    training.add_argument("--devices", type=int, default=None, metavar="N",
+                          help="data parallel: split every batch over N replicas on each framework's own engine "
+                               "(torch DDP/gloo, tf.distribute MirroredStrategy, a JAX mesh) and compare the result "
+                               "with the single-device run")
+    training.add_argument("--sync-bn", action="store_true", help="with --devices: synchronized batch norm")
+    training.add_argument("--steps", type=int, default=None, help="with --devices: at most this many steps")
     training.add_argument("--json", action="store_true")
 
     converting = commands.add_parser("convert", help="a PyTorch .pth state dict (torchvision's format) as a "
@@ -403,6 +410,10 @@ def _train(args) -> int:
              if v is not None}
     opt = optimizer(args.optimizer, **hyper)
     frameworks = FRAMEWORKS if args.framework == "all" else (args.framework,)
+    if args.devices is not None:
+        return _train_data_parallel(args, spec, dataset, opt, frameworks, start)
+    if args.sync_bn or args.steps is not None:
+        raise InputError("--sync-bn and --steps are data-parallel options: expected --devices N with them")
     if args.loop == "fit" and frameworks != ("keras",):
         raise InputError(f"--loop fit is Keras' model.fit: expected --framework keras, got {args.framework}")
     results = {fw: train(fw, spec, dataset, opt, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -428,6 +439,55 @@ def _train(args) -> int:
     Console().print(table)
     if args.plot:
         print(f"loss curves: {args.plot}")
+    return 0
+
+
+def _train_data_parallel(args, spec, dataset, opt, frameworks, start) -> int:
+    """`parity train --devices N`: the dataset's batches (each epoch's partial last batch dropped)
+    trained over N replicas in each framework, beside the single-device run from the same state."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from parity import distributed
+    from parity.frameworks import build, impl_module
+    from parity.state import init_state
+    from parity.tolerances import errors
+    from parity.training import train_steps
+
+    if start or args.loop != "custom" or args.patience is not None:
+        raise InputError("--devices: expected no --from, --loop fit or --patience (data-parallel runs train a "
+                         "fresh model with each framework's custom loop)")
+    batches = distributed.epoch_batches(dataset.x_train, dataset.y_train, batch_size=args.batch_size,
+                                        epochs=args.epochs, seed=args.seed)[:args.steps]
+    state = init_state(spec, args.seed)
+    run = distributed.Run(spec, state, opt, batches, sync_batch_norm=args.sync_bn, keep="last")
+    rows = {}
+    for fw in frameworks:
+        result = distributed.run_all(fw, [run], devices=args.devices)[0]
+        final = result.states[-1]
+        single, _ = train_steps(fw, spec, state, opt, batches)
+        _, accuracy = impl_module(fw, "loops").evaluate(build(fw, spec, final), dataset.x_test, dataset.y_test,
+                                                        batch_size=args.batch_size)
+        rows[fw] = {"replicas": args.devices, "steps": len(batches), "first_loss": result.losses[0],
+                    "last_loss": result.losses[-1], "test_accuracy": accuracy,
+                    "max_error_vs_single_device": max(errors(final[k], single[k])[1] for k in final),
+                    "median_step_ms": 1e3 * float(np.median(result.step_seconds[1:] or result.step_seconds)),
+                    "seconds": sum(result.step_seconds)}
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    table = Table(title=f"{args.name} on {args.dataset}: {args.optimizer} lr={args.lr}, global batch "
+                        f"{args.batch_size} over {args.devices} replicas"
+                        f"{' (synchronized batch norm)' if args.sync_bn else ''}")
+    for column in ("framework", "replicas", "steps", "first loss", "last loss", "test accuracy",
+                   "max rel. error vs 1 device", "median step ms"):
+        table.add_column(column, justify="left" if column == "framework" else "right")
+    for fw, r in rows.items():
+        table.add_row(fw, str(r["replicas"]), str(r["steps"]), f"{r['first_loss']:.4f}", f"{r['last_loss']:.4f}",
+                      f"{100 * r['test_accuracy']:.1f}%", f"{r['max_error_vs_single_device']:.1e}",
+                      f"{r['median_step_ms']:.1f}")
+    Console().print(table)
     return 0
 
 

@@ -89,12 +89,27 @@ def _run(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batc
 
 def train_trajectory(framework: str, spec: Spec, state: dict, optimizer: OptimizerSpec, batches,
                      dtype: str | None = None, optimizer_state: dict | None = None, *, frozen=(),
-                     batch_norm: str = "frozen") -> list[dict[str, np.ndarray]]:
+                     batch_norm: str = "frozen", devices: int | None = None,
+                     sync_batch_norm: bool = False) -> list[dict[str, np.ndarray]]:
     """Train a native model from `state` with the native optimizer, one step per (inputs, targets)
     batch, in training mode (batch norm on batch statistics); the canonical state after each step.
     `optimizer_state` (canonical, see `parity.optimizers.state_layout`) resumes an optimizer.
     `frozen` parameters (e.g. `parity.transfer(...).frozen`) are frozen natively and `batch_norm`
-    says what a frozen batch norm does (see parity.transfer)."""
+    says what a frozen batch norm does (see parity.transfer).
+
+    `devices=N` splits every batch over N data-parallel replicas on the framework's own engine, in
+    subprocesses (`parity.distributed`); batch norm then uses each replica's own statistics unless
+    `sync_batch_norm`."""
+    if devices is not None:
+        from parity.distributed import train_trajectory as data_parallel
+
+        if optimizer_state is not None or frozen:
+            raise InputError("optimizer_state, frozen: data-parallel runs start a fresh optimizer on every "
+                             "parameter; expected neither, or a single-device run (devices=None)")
+        return data_parallel(framework, spec, state, optimizer, batches, dtype, devices=devices,
+                             sync_batch_norm=sync_batch_norm)
+    if sync_batch_norm:
+        raise InputError("sync_batch_norm: synchronizes replicas; expected devices=N with it")
     return [export_state(framework, model) for _, model, _, _ in _run(framework, spec, state, optimizer, batches,
                                                                    dtype, optimizer_state, frozen, batch_norm)]
 
