@@ -68,8 +68,8 @@ def init_tensor(name: str, param: Param, seed: int = 0, dtype: str = "float32", 
     elif init == "uniform":
         bound = 1.0 / np.sqrt(param.fan_in)
         value = rng.uniform(-bound, bound, param.shape)
-    elif init in ("ones", "norm_weight", "norm_var"):
-        value = np.ones(param.shape)
+    elif init in ("ones", "norm_weight", "norm_var"):  # meta["value"]: a constant other than 1 (T5's initializer_factor)
+        value = np.full(param.shape, param.meta.get("value", 1.0))
     else:  # zeros, norm_bias, norm_mean
         value = np.zeros(param.shape)
     return np.array(value, dtype=_param_dtype(param, dtype), order="C")
