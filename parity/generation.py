@@ -77,20 +77,26 @@ def generate(framework: str, model, inputs, *, max_new_tokens: int, do_sample: b
     the prompt `input_ids` (B, T) followed by up to `max_new_tokens` ids; T5 gives the decoder's
     ids, `decoder_start_token_id` first. A row that emits `eos_token_id` is finished: later
     positions hold `pad_token_id` (default: the EOS id, as transformers does for GPT-2), and
-    generation stops once every row is finished. Prompts are unpadded rows of one length (an
-    `attention_mask` with zeros is refused: left padding is not implemented)."""
+    generation stops once every row is finished. A decoder-only model's prompts are unpadded rows
+    of one length (an `attention_mask` with zeros is refused: left padding is not implemented);
+    T5's source may be padded (its encoder reads `attention_mask`)."""
     _check_options(max_new_tokens, temperature, top_k, top_p)
     spec = model.spec
     api = adapter(framework)
+    encoder_decoder = "decoder_input_ids" in (spec.declared_inputs() or {})
+    if encoder_decoder and isinstance(inputs, dict) and isinstance(inputs.get("input_ids"), np.ndarray):
+        # The decoder starts from decoder_start_token_id (given ids would be overwritten: refuse them)
+        if inputs.get("decoder_input_ids") is not None:
+            raise InputError(f"{spec.architecture} generate: expected no decoder_input_ids (the decoder starts "
+                             f"from decoder_start_token_id {spec.decoder_start_token_id}), got some")
+        inputs = {**inputs, "decoder_input_ids": np.full((len(inputs["input_ids"]), 1), spec.decoder_start_token_id)}
     inputs = _check_inputs(spec, api.dtype_of(model), inputs)
-    mask = inputs.get("attention_mask")
+    mask = inputs.get("decoder_attention_mask" if encoder_decoder else "attention_mask")
     if mask is not None and not mask.all():
         raise InputError(f"{spec.architecture} generate: expected an attention_mask of ones (unpadded prompts of "
                          f"one length), got {int((mask == 0).sum())} padded position(s)")
-    encoder_decoder = "decoder_input_ids" in spec.declared_inputs()
     batch = inputs["input_ids"].shape[0]
-    ids = (np.full((batch, 1), spec.decoder_start_token_id, np.int64) if encoder_decoder
-           else inputs["input_ids"].astype(np.int64))
+    ids = inputs["decoder_input_ids"] if encoder_decoder else inputs["input_ids"]
     max_length = ids.shape[1] + max_new_tokens
     limit = spec.axis_limits().get("T")
     if limit is not None and not encoder_decoder and max_length > limit[0]:

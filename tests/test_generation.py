@@ -129,3 +129,35 @@ def test_generation_refuses_padded_prompts_and_overlong_requests(gpt2_reference)
         generation.generate("torch", model, {"input_ids": PROMPT, "attention_mask": mask}, max_new_tokens=2)
     with pytest.raises(parity.InputError, match=r"expected prompt \+ max_new_tokens <= 16 \(n_positions\), got 4 \+ 13"):
         generation.generate("torch", model, {"input_ids": PROMPT}, max_new_tokens=13)
+
+
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_t5_greedy_generation_is_transformers_generate(transformers, framework):
+    """T5 decodes from decoder_start_token_id over the encoded (padded) source; without a KV cache
+    (T5 has none here yet: use_cache=True is refused by name)."""
+    import torch
+
+    spec = parity.spec("t5", "tiny").deterministic()
+    config = transformers.T5Config(
+        vocab_size=spec.vocab_size, d_model=spec.d_model, d_kv=spec.d_kv, d_ff=spec.d_ff, num_layers=spec.num_layers,
+        num_decoder_layers=spec.num_decoder_layers, num_heads=spec.num_heads,
+        relative_attention_num_buckets=spec.relative_attention_num_buckets,
+        relative_attention_max_distance=spec.relative_attention_max_distance, dropout_rate=0.0,
+        feed_forward_proj=spec.feed_forward_proj, decoder_start_token_id=spec.decoder_start_token_id,
+        pad_token_id=spec.pad_token_id, eos_token_id=1)
+    torch.manual_seed(0)
+    reference = transformers.T5ForConditionalGeneration(config).eval()
+    state = {name: value.numpy().copy() for name, value in reference.state_dict().items()}
+    source = np.random.default_rng(0).integers(2, spec.vocab_size, (2, 5))
+    mask = np.ones_like(source)
+    mask[1, -2:] = 0  # a padded source row
+    with torch.no_grad():
+        expected = reference.generate(torch.from_numpy(source), attention_mask=torch.from_numpy(mask),
+                                      max_new_tokens=6, do_sample=False, eos_token_id=1, pad_token_id=0).numpy()
+    model = parity.build(framework, spec, state)
+    inputs = {"input_ids": source, "attention_mask": mask}
+    ids = generation.generate(framework, model, inputs, max_new_tokens=6, eos_token_id=1, pad_token_id=0,
+                              use_cache=False)
+    np.testing.assert_array_equal(ids, expected)
+    with pytest.raises(parity.InputError, match=r"t5 generate: the model has no KV cache; pass use_cache=False"):
+        generation.generate(framework, model, inputs, max_new_tokens=2)
