@@ -160,9 +160,10 @@ def _check_declared(spec: Spec, what: str, value, decl, dtype: str, axes: dict[s
         names = " ".join(f"{n}={axes[n]}" for n in decl.shape if isinstance(n, str) and n in axes)
         raise InputError(f"{spec.architecture} {what}: expected shape {tuple(decl.shape)}"
                          f"{f' with {names}' if names else ''}, got {value.shape}")
+    limits = spec.axis_limits()
     for name, size in zip(decl.shape, value.shape):
-        if isinstance(name, str) and name in spec.axis_limits():
-            limit, field = spec.axis_limits()[name]
+        if isinstance(name, str) and name in limits:
+            limit, field = limits[name]
             if size > limit:
                 raise InputError(f"{spec.architecture} {what}: expected at most {limit} along {name} "
                                  f"({field}), got {size}")
