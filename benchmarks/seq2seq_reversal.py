@@ -1,8 +1,9 @@
-"""Train Bahdanau and Luong attention models on digit reversal in PyTorch, Keras and JAX from ONE
-canonical state, and compare what they learn.
+"""Train Bahdanau and Luong attention models and the Transformer on digit reversal in PyTorch, Keras
+and JAX from ONE canonical state, and compare what they learn.
 
 For each architecture: parity.init_state once; parity.reversal.train_until in every framework on
-the same stream of fresh minibatches (Adam, clip_norm 1, float32) until held-out greedy exact
+the same stream of fresh minibatches (Adam, clip_norm 1, float32; no dropout in the Transformer:
+the frameworks draw different masks) until held-out greedy exact
 match reaches 95%; then a table (steps, final loss, greedy and beam-5 exact match, wall time),
 the loss curves' agreement over the first steps, the fraction of held-out outputs identical
 across frameworks (each framework's own trained model, and one trained state decoded in all
@@ -10,7 +11,9 @@ three), and an attention heat map of one held-out example. Results go to
 benchmarks/results/<host>/seq2seq-reversal.json (see --out) and
 docs/figures/seq2seq-attention-<architecture>.png.
 
-    python benchmarks/seq2seq_reversal.py            # both architectures, every framework
+    python benchmarks/seq2seq_reversal.py            # every architecture, every framework
+    python benchmarks/seq2seq_reversal.py --architectures transformer \
+        --out benchmarks/results/cpu-2core-AMD-EPYC/transformer-reversal.json
     python benchmarks/seq2seq_reversal.py --architectures seq2seq_luong --frameworks torch
 """
 from __future__ import annotations
@@ -31,24 +34,27 @@ import parity  # noqa: E402
 from parity import reversal  # noqa: E402
 from parity.decoding import EOS, digit_reversal, plot_attention, token_labels  # noqa: E402
 
-ARCHITECTURES = ("seq2seq_bahdanau", "seq2seq_luong")
-# The task and the model sizes: sources of 3..8 digits; embedding 32, hidden 64, attention 32.
+ARCHITECTURES = ("seq2seq_bahdanau", "seq2seq_luong", "transformer")
+# The task and the model sizes: sources of 3..8 digits; recurrent: embedding 32, hidden 64,
+# Bahdanau's alignment units 32; the Transformer: d_model 32, 4 heads, 2 + 2 layers, d_ff 64.
 TASK = {"min_len": 3, "max_len": 8}
-SIZES = {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1}
-ATTENTION_SIZE = 32  # Bahdanau's alignment units
-TRAINING = {"lr": 3e-3, "clip_norm": 1.0, "batch_size": 64, "max_steps": 1500, "eval_every": 50, "target": 0.95}
+SIZES = {"seq2seq_bahdanau": {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1, "attention_size": 32},
+         "seq2seq_luong": {"embedding_dim": 32, "hidden_size": 64, "num_layers": 1},
+         "transformer": {"d_model": 32, "nhead": 4, "num_encoder_layers": 2, "num_decoder_layers": 2,
+                         "dim_feedforward": 64, "dropout": 0.0}}
+LEARNING_RATE = {"seq2seq_bahdanau": 3e-3, "seq2seq_luong": 3e-3, "transformer": 1e-3}
+TRAINING = {"clip_norm": 1.0, "batch_size": 64, "max_steps": 1500, "eval_every": 50, "target": 0.95}
 HELD_OUT = 500
 LOSS_STEPS = 10  # loss curves compared over these first steps
 SEEDS = {"state": 0, "train": 1, "held_out": 2}
 
 
 def spec_of(architecture: str):
-    extra = {"attention_size": ATTENTION_SIZE} if architecture == "seq2seq_bahdanau" else {}
-    return reversal.reversal_spec(architecture, max_len=TASK["max_len"], **SIZES, **extra)
+    return reversal.reversal_spec(architecture, max_len=TASK["max_len"], **SIZES[architecture])
 
 
-def optimizer_of():
-    return parity.optimizer("adam", lr=TRAINING["lr"], clip_norm=TRAINING["clip_norm"])
+def optimizer_of(architecture: str):
+    return parity.optimizer("adam", lr=LEARNING_RATE[architecture], clip_norm=TRAINING["clip_norm"])
 
 
 def run_architecture(architecture: str, frameworks, figures: Path | None) -> dict:
@@ -58,7 +64,7 @@ def run_architecture(architecture: str, frameworks, figures: Path | None) -> dic
     held_out = digit_reversal(HELD_OUT, seed=SEEDS["held_out"], **TASK)
     runs, rows, greedy, beam = {}, [], {}, {}
     for framework in frameworks:
-        run = reversal.train_until(framework, spec, state, optimizer_of(), batches, held_out,
+        run = reversal.train_until(framework, spec, state, optimizer_of(architecture), batches, held_out,
                                    target=TRAINING["target"], eval_every=TRAINING["eval_every"])
         start = time.perf_counter()
         greedy_match, greedy[framework] = reversal.evaluate(framework, run.model, held_out)
@@ -132,8 +138,8 @@ def main(argv=None) -> None:
     print(f"total {total:.0f} s")
     report = {"host": {"machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version()},
               "precision": "float32, TF32 off, jax_default_matmul_precision highest",
-              "task": {**TASK, "held_out": HELD_OUT}, "sizes": {**SIZES, "attention_size": ATTENTION_SIZE},
-              "training": TRAINING, "seeds": SEEDS, "total_seconds": total, "results": results}
+              "task": {**TASK, "held_out": HELD_OUT}, "sizes": {a: SIZES[a] for a in args.architectures},
+              "training": {**TRAINING, "lr": {a: LEARNING_RATE[a] for a in args.architectures}}, "seeds": SEEDS, "total_seconds": total, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

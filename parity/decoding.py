@@ -35,6 +35,7 @@ import numpy as np
 
 from parity.errors import InputError
 from parity.frameworks import _check_inputs, adapter
+from parity.specs.attention import TransformerSpec
 from parity.specs.seq2seq import Seq2SeqSpec
 
 PAD, BOS, EOS = 0, 1, 2
@@ -370,15 +371,17 @@ def beam_search(step, initial_state, batch_size: int, beam_size: int, max_len: i
 def decode(framework: str, model, inputs, *, beam_size: int = 1, max_len: int | None = None,
            length_penalty: float = 0.0) -> DecodeResult:
     """Decode the sources `inputs` ({"tokens" (B, S) int64, optional "lengths" (B,)}, canonical
-    numpy, validated like parity.forward's) with a native encoder-decoder `model` of `framework`:
-    `greedy` when beam_size is 1 and length_penalty 0, else `beam_search`. max_len (None: the
-    spec's target_len) bounds the emitted ids, EOS included. The framework's adapter
-    (`<impl>.api.decoder`) encodes once and steps `model.decode_step` in inference mode."""
+    numpy, validated like parity.forward's) with a native encoder-decoder `model` of `framework`
+    (seq2seq_bahdanau, seq2seq_luong, transformer): `greedy` when beam_size is 1 and
+    length_penalty 0, else `beam_search`. max_len (None: the spec's target_len) bounds the emitted
+    ids, EOS included; a transformer's is at most its positions table (the spec's max_len). The
+    framework's adapter (`<impl>.api.decoder`) encodes once and steps `model.decode_step` in
+    inference mode."""
     api = adapter(framework)
     spec = getattr(model, "spec", None)
-    if not isinstance(spec, Seq2SeqSpec):
-        raise InputError(f"decode: expected an encoder-decoder model (seq2seq_bahdanau, seq2seq_luong), got "
-                         f"{getattr(spec, 'architecture', type(model).__name__)}")
+    if not isinstance(spec, (Seq2SeqSpec, TransformerSpec)):
+        raise InputError(f"decode: expected an encoder-decoder model (seq2seq_bahdanau, seq2seq_luong, transformer), "
+                         f"got {getattr(spec, 'architecture', type(model).__name__)}")
     if not isinstance(inputs, dict) or "decoder_tokens" in inputs:
         given = list(inputs) if isinstance(inputs, dict) else type(inputs).__name__
         raise InputError(f"decode: expected inputs a dict with 'tokens' and optionally 'lengths' (the decoder "
@@ -386,7 +389,17 @@ def decode(framework: str, model, inputs, *, beam_size: int = 1, max_len: int | 
     _int_at_least("decode", "beam_size", beam_size, 1)
     max_len = spec.target_len if max_len is None else max_len
     _int_at_least("decode", "max_len", max_len, 1)
-    inputs = _check_inputs(spec, api.dtype_of(model), inputs)
+    limit = spec.axis_limits().get("T")
+    if limit is not None and max_len > limit[0]:
+        raise InputError(f"decode: expected max_len at most {limit[0]} (the {spec.architecture} spec's {limit[1]}: "
+                         f"the decoder's positions), got {max_len}")
+    if isinstance(spec, TransformerSpec) and isinstance(inputs.get("tokens"), np.ndarray) and inputs["tokens"].ndim:
+        # The transformer declares decoder_tokens required: validate with the decoder's first input, BOS.
+        first = np.full((inputs["tokens"].shape[0], 1), BOS, np.int64)
+        inputs = _check_inputs(spec, api.dtype_of(model), {**inputs, "decoder_tokens": first})
+        inputs.pop("decoder_tokens")
+    else:
+        inputs = _check_inputs(spec, api.dtype_of(model), inputs)
     initial_state, step = api.decoder(model, inputs)
     batch_size = inputs["tokens"].shape[0]
     if beam_size == 1 and length_penalty == 0:

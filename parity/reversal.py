@@ -1,4 +1,4 @@
-"""Train encoder-decoders with attention on the digit-reversal task (parity.decoding), in every
+"""Train encoder-decoders (with attention, and the Transformer) on the digit-reversal task (parity.decoding), in every
 framework from one canonical state, and compare what they learn.
 
 `reversal_spec` sizes a seq2seq spec for the task; `training_batches` draws a fixed stream of
@@ -23,19 +23,21 @@ from parity.specs import Spec, spec as make_spec
 from parity.training import _run
 
 
-def reversal_spec(architecture: str, *, max_len: int, embedding_dim: int, hidden_size: int, num_layers: int = 1,
-                  attention_size: int | None = None, **fields) -> Spec:
-    """A `seq2seq_bahdanau` / `seq2seq_luong` spec for digit reversal of up to `max_len` digits:
-    the task's vocabulary on both sides, source_len max_len, target_len max_len + 1 (the digits
-    and EOS). attention_size: Bahdanau's alignment units (None: the spec's default)."""
-    if architecture not in ("seq2seq_bahdanau", "seq2seq_luong"):
-        raise InputError(f"reversal_spec: expected architecture 'seq2seq_bahdanau' or 'seq2seq_luong', got "
-                         f"{architecture!r}")
-    if attention_size is not None:
-        fields["attention_size"] = attention_size
-    return make_spec(architecture, "tiny", source_vocab_size=VOCAB_SIZE, target_vocab_size=VOCAB_SIZE,
-                     embedding_dim=embedding_dim, hidden_size=hidden_size, num_layers=num_layers,
-                     source_len=max_len, target_len=max_len + 1, **fields)
+def reversal_spec(architecture: str, *, max_len: int, **fields) -> Spec:
+    """A spec for digit reversal of up to `max_len` digits: the task's vocabulary on both sides,
+    source_len max_len, target_len max_len + 1 (the digits and EOS); `fields` size the model
+    (the `tiny` preset's otherwise). seq2seq_bahdanau / seq2seq_luong: embedding_dim,
+    hidden_size, num_layers, attention_size (Bahdanau's alignment units); transformer: d_model,
+    nhead, num_encoder_layers, ... (its positions table, the spec's own max_len, is set to the
+    target length)."""
+    if architecture not in ("seq2seq_bahdanau", "seq2seq_luong", "transformer"):
+        raise InputError(f"reversal_spec: expected architecture 'seq2seq_bahdanau', 'seq2seq_luong' or "
+                         f"'transformer', got {architecture!r}")
+    lengths = {"source_len": max_len, "target_len": max_len + 1}
+    if architecture == "transformer":
+        lengths["max_len"] = max_len + 1
+    return make_spec(architecture, "tiny", source_vocab_size=VOCAB_SIZE, target_vocab_size=VOCAB_SIZE, **lengths,
+                     **fields)
 
 
 def training_batches(steps: int, batch_size: int, *, min_len: int, max_len: int, seed: int) -> list[Seq2SeqBatch]:

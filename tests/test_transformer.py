@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import parity
-from parity import tolerances
+from parity import decoding, tolerances
 from parity.flops import forward_flops, train_step_flops
 from parity.specs.attention import sinusoidal_positions
 
@@ -212,6 +212,85 @@ def test_decoder_sees_no_future_target(models, framework):
     again = parity.forward(framework, model, changed)["logits"]
     assert np.array_equal(again[:, :t], logits[:, :t])
     assert np.all(np.abs(again[:, t:] - logits[:, t:]).max(-1) > 0)
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def _decoding_setup(dtype, variant="post-norm"):
+    """A tiny model whose head is scaled up (x8): random tiny weights otherwise give nearly flat
+    logits and one trivial hypothesis everywhere (seed 5: several hypotheses, greedy and beam
+    differ). -> (model per framework, source)"""
+    spec = _spec(variant)
+    state = parity.init_state(spec, 5, dtype, random_norms=True)
+    state["head.weight"] = state["head.weight"] * 8
+    inputs, _ = parity.example_batch(spec, 8, 1, dtype)
+    source = {"tokens": inputs["tokens"], "lengths": inputs["lengths"]}
+    return {f: parity.build(f, spec, state) for f in FRAMEWORKS}, source
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")  # Keras, one target id
+@pytest.mark.parametrize("variant", ["post-norm", "pre-norm"])
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_decode_steps_are_the_forward_pass_on_the_ids_so_far(framework, variant):
+    """Greedy parity.decoding over encode/decode_step (static max_len slots, the causal mask
+    keeping the later ones out) picks, at every step, the argmax of the full forward pass over
+    the ids emitted so far, with its log-probability; the attention is a distribution over the
+    unpadded source."""
+    models, source = _decoding_setup("float64", variant)
+    model = models[framework]
+    spec = model.spec
+    result = decoding.decode(framework, model, source, max_len=6)
+    fed = np.full((8, 1), spec.BOS)
+    scores = np.zeros(8)
+    for _ in range(6):
+        logits = parity.forward(framework, model, {**source, "decoder_tokens": fed})["logits"][:, -1]
+        chosen = logits.argmax(-1)
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        running = fed[:, 1:]
+        done = (running == spec.EOS).any(-1)
+        scores = np.where(done, scores, scores + log_probs[np.arange(8), chosen])
+        fed = np.concatenate([fed, chosen[:, None]], axis=1)
+    for b, sequence in enumerate(result.sequences):
+        ids = list(fed[b, 1:])
+        assert list(sequence) == (ids[:ids.index(spec.EOS)] if spec.EOS in ids else ids)
+        attention = result.attention[b]
+        assert np.allclose(attention.sum(-1), 1, atol=1e-12)
+        assert np.all(attention[:, source["lengths"][b]:] == 0)
+    np.testing.assert_allclose(result.scores, scores, rtol=1e-12, atol=1e-12)
+    assert len({tuple(s) for s in result.sequences}) > 1
+
+
+@pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")  # Keras, one query slot
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_decode_gives_the_same_hypotheses_in_every_framework(dtype):
+    """Greedy and beam search (K=3) from one canonical state: the same ids in every framework,
+    scores and cross-attention within rounding (the recurrent family's tolerances,
+    tests/test_seq2seq.py)."""
+    tolerance = 1e-12 if dtype == "float64" else 2e-5
+    models, source = _decoding_setup(dtype)
+    results = {f: [decoding.decode(f, models[f], source, max_len=6),
+                   decoding.decode(f, models[f], source, beam_size=3, max_len=6)] for f in FRAMEWORKS}
+    torch_greedy, torch_beam = results["torch"]
+    assert any(not np.array_equal(g, b) for g, b in zip(torch_greedy.sequences, torch_beam.sequences))
+    for framework in FRAMEWORKS[1:]:
+        for expected, got in zip(results["torch"], results[framework]):
+            assert [list(s) for s in got.sequences] == [list(s) for s in expected.sequences], framework
+            assert np.array_equal(got.finished, expected.finished)
+            np.testing.assert_allclose(got.scores, expected.scores, rtol=tolerance, atol=tolerance)
+            for a, b in zip(got.attention, expected.attention):
+                np.testing.assert_allclose(a, b, rtol=0, atol=tolerance)
+
+
+def test_decode_refuses_more_steps_than_the_positions_table():
+    models, source = _decoding_setup("float64")
+    spec = models["torch"].spec
+    with pytest.raises(parity.InputError, match=rf"decode: expected max_len at most {spec.max_len} \(the "
+                                                rf"transformer spec's max_len: the decoder's positions\), got 17"):
+        decoding.decode("torch", models["torch"], source, max_len=spec.max_len + 1)
+    with pytest.raises(parity.InputError, match=r"inputs\['tokens'\]: expected token ids"):
+        decoding.decode("torch", models["torch"], dict(source, tokens=source["tokens"] + 100))
 
 
 # ---------------------------------------------------------------------------- training mode

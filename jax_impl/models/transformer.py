@@ -39,6 +39,18 @@ def padding_mask(tokens, lengths):  # (B, S), (B,) or None
     return jax.lax.broadcasted_iota(jnp.int32, tokens.shape, 1) >= lengths[:, None]
 
 
+def cross_attention_weights(layer, x, tgt_mask, memory, key_padding_mask):  # (B, T, d), (T, T), (B, S, d), (B, S)
+    """The decoder layer's cross-attention weights, averaged over the heads, for its input x: the
+    query the layer's `multihead_attn` reads (after the masked self-attention block and its norm),
+    run again with need_weights (the layer's call asks for none). Inference only (no dropout).
+    -> (B, T, S)"""
+    if layer.norm_first:
+        query = layer.norm2(x + layer._sa_block(layer.norm1(x), tgt_mask))
+    else:
+        query = layer.norm1(x + layer._sa_block(x, tgt_mask))
+    return layer.multihead_attn(query, memory, memory, key_padding_mask=key_padding_mask, need_weights=True)[1]
+
+
 class TransformerEncoderLayer(nnx.Module):
     """torch.nn.TransformerEncoderLayer: self-attention, then the feed-forward block
     linear2(dropout(activation(linear1(x)))), each followed by dropout and a residual connection,
@@ -198,3 +210,33 @@ class Seq2SeqTransformer(nnx.Module):
                              tgt_mask=causal_mask(decoder_tokens), src_key_padding_mask=padding,
                              memory_key_padding_mask=padding)  # (B, T, d_model)
         return {"logits": self.head(x)}  # (B, T, V)
+
+    def encode(self, tokens, lengths=None):  # (B, S) int, (B,)
+        """The encoder half, for parity.decoding. -> memory (B, S, d_model), mask (B, S) (True =
+        PAD), state (the ids fed so far (B, max_len), PAD-filled; how many (B,))."""
+        if lengths is None:
+            lengths = jnp.full(tokens.shape[:1], tokens.shape[1], dtype=tokens.dtype)
+        padding = padding_mask(tokens, lengths)  # (B, S)
+        memory = self.transformer.encoder(self.embed(self.encoder_embedding, tokens),
+                                          src_key_padding_mask=padding)  # (B, S, d_model)
+        fed = jnp.full((tokens.shape[0], self.spec.max_len), self.spec.PAD, dtype=tokens.dtype)
+        return memory, padding, (fed, jnp.zeros_like(lengths))
+
+    def decode_step(self, previous_ids, state, memory, mask):  # (B,) int, (fed, count), (B, S, d), (B, S)
+        """Feeds previous_ids at slot `count` and runs the decoder over all max_len slots (static
+        shapes; the causal mask keeps later slots out of earlier ones), reading the output at that
+        slot. -> logits (B, V), the last layer's cross-attention weights there (B, S), state"""
+        fed, count = state  # (B, max_len), (B,)
+        slot = jax.lax.broadcasted_iota(jnp.int32, fed.shape, 1) == count[:, None]  # (B, max_len)
+        fed = jnp.where(slot, previous_ids[:, None].astype(fed.dtype), fed)
+        x = self.embed(self.decoder_embedding, fed)  # (B, max_len, d_model)
+        tgt_mask = causal_mask(fed)
+        *layers, last = self.transformer.decoder.layers
+        for layer in layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_key_padding_mask=mask)
+        weights = cross_attention_weights(last, x, tgt_mask, memory, mask)  # (B, max_len, S)
+        x = self.transformer.decoder.norm(last(x, memory, tgt_mask=tgt_mask,
+                                               memory_key_padding_mask=mask))  # (B, max_len, d_model)
+        here = slot[:, :, None].astype(x.dtype)  # (B, max_len, 1): one-hot at the slot
+        logits = self.head(jnp.sum(x * here, axis=1))  # (B, V)
+        return logits, jnp.sum(weights * here, axis=1), (fed, count + 1)

@@ -41,6 +41,18 @@ def padding_mask(tokens, lengths):  # (B, S), (B,) or None
     return torch.arange(tokens.shape[1], device=tokens.device)[None, :] >= lengths[:, None]
 
 
+def cross_attention_weights(layer, x, tgt_mask, memory, key_padding_mask):  # (B, T, d), (T, T), (B, S, d), (B, S)
+    """The decoder layer's cross-attention weights, averaged over the heads, for its input x: the
+    query the layer's `multihead_attn` reads (after the masked self-attention block and its norm),
+    run again with need_weights (the layer's forward asks for none). Inference only (no dropout).
+    -> (B, T, S)"""
+    if layer.norm_first:
+        query = layer.norm2(x + layer._sa_block(layer.norm1(x), tgt_mask, None, True))
+    else:
+        query = layer.norm1(x + layer._sa_block(x, tgt_mask, None, True))
+    return layer.multihead_attn(query, memory, memory, key_padding_mask=key_padding_mask, need_weights=True)[1]
+
+
 class TransformerEncoderLayer(nn.TransformerEncoderLayer):
     """torch.nn.TransformerEncoderLayer: self-attention, then the feed-forward block
     linear2(dropout(activation(linear1(x)))), each followed by dropout and a residual connection,
@@ -119,3 +131,33 @@ class Seq2SeqTransformer(nn.Module):
                              tgt_mask=causal_mask(decoder_tokens), src_key_padding_mask=padding,
                              memory_key_padding_mask=padding, tgt_is_causal=True)  # (B, T, d_model)
         return {"logits": self.head(x)}  # (B, T, V)
+
+    def encode(self, tokens, lengths=None):  # (B, S) int64, (B,)
+        """The encoder half, for parity.decoding. -> memory (B, S, d_model), mask (B, S) (True =
+        PAD), state (the ids fed so far (B, max_len), PAD-filled; how many (B,))."""
+        if lengths is None:
+            lengths = torch.full(tokens.shape[:1], tokens.shape[1], device=tokens.device)
+        padding = padding_mask(tokens, lengths)  # (B, S)
+        memory = self.transformer.encoder(self.embed(self.encoder_embedding, tokens),
+                                          src_key_padding_mask=padding)  # (B, S, d_model)
+        fed = torch.full((tokens.shape[0], self.spec.max_len), self.spec.PAD, device=tokens.device)
+        return memory, padding, (fed, torch.zeros_like(lengths))
+
+    def decode_step(self, previous_ids, state, memory, mask):  # (B,) int64, (fed, count), (B, S, d), (B, S)
+        """Feeds previous_ids at slot `count` and runs the decoder over all max_len slots (static
+        shapes; the causal mask keeps later slots out of earlier ones), reading the output at that
+        slot. -> logits (B, V), the last layer's cross-attention weights there (B, S), state"""
+        fed, count = state  # (B, max_len), (B,)
+        slot = torch.arange(fed.shape[1], device=fed.device)[None, :] == count[:, None]  # (B, max_len)
+        fed = torch.where(slot, previous_ids[:, None], fed)
+        x = self.embed(self.decoder_embedding, fed)  # (B, max_len, d_model)
+        tgt_mask = causal_mask(fed)
+        *layers, last = self.transformer.decoder.layers
+        for layer in layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_key_padding_mask=mask, tgt_is_causal=True)
+        weights = cross_attention_weights(last, x, tgt_mask, memory, mask)  # (B, max_len, S)
+        x = self.transformer.decoder.norm(last(x, memory, tgt_mask=tgt_mask, memory_key_padding_mask=mask,
+                                               tgt_is_causal=True))  # (B, max_len, d_model)
+        here = slot[:, :, None].to(x.dtype)  # (B, max_len, 1): one-hot at the slot
+        logits = self.head((x * here).sum(dim=1))  # (B, V)
+        return logits, (weights * here).sum(dim=1), (fed, count + 1)
