@@ -6,7 +6,7 @@ windows (AdamW with transformers' warmup + cosine schedule, clip_norm 1, float32
 (final loss, wall time), the loss curves' agreement over the first steps, and completions of one
 prompt: greedy (identical text expected in every framework from one trained state: the torch
 run's, loaded everywhere) and seeded top-k sampling. Results go to
-benchmarks/results/<host>/gpt-text.json (see --out).
+benchmarks/results/<device>/gpt-text.json (see --out).
 
     python benchmarks/gpt_text.py                        # every framework
     python benchmarks/gpt_text.py --frameworks torch --steps 100
@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 import parity  # noqa: E402
 from parity import causal_lm  # noqa: E402
+from parity.bench import device_label  # noqa: E402
 from parity.reversal import max_relative_difference  # noqa: E402
 from parity.text import Vocabulary, load_text  # noqa: E402
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frameworks", default="torch,keras,jax")
     parser.add_argument("--steps", type=int, default=TRAINING["steps"])
     parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / f"cpu-{platform.node()}" / "gpt-text.json")
+                        default=ROOT / "benchmarks" / "results" / device_label("cpu") / "gpt-text.json")
     args = parser.parse_args(argv)
     frameworks = args.frameworks.split(",")
     parity.set_deterministic(frameworks)
