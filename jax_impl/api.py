@@ -184,12 +184,13 @@ def generator(model, kept, ids_name, batch, max_length, use_cache):
     Without the cache: the forward pass over every id so far (the decoder's ids of an
     encoder-decoder, which reads `kept` again). With it: `model.decode` on
     the ids not fed yet, at their positions, into `model.init_cache`'s buffers of `max_length`
-    slots, compiled once per fed length (`_decode`; DECODE_TRACES counts the traces)."""
+    slots, compiled once per fed length (`_decode`; DECODE_TRACES counts the traces). init_cache
+    gets `kept` too (an encoder-decoder encodes it once, op by op)."""
     if not use_cache:
         return lambda ids: forward(model, {**kept, ids_name: ids})["logits"][:, -1]
     _set_mode(model, False)
     with _precision(dtype_of(model)):
-        cache = model.init_cache(batch, max_length)
+        cache = model.init_cache(batch, max_length, **{name: jnp.asarray(value) for name, value in kept.items()})
     fed = 0
 
     def next_logits(ids):

@@ -163,11 +163,12 @@ def generator(model, kept, ids_name, batch, max_length, use_cache):
     the ids not fed yet, at their positions, into `model.init_cache`'s buffers of `max_length`
     slots, compiled by XLA once per fed length (tf.function(jit_compile=True): the
     position is a tensor and the buffers keep their shape, so every one-id step reuses one
-    program; `next_logits.tracing_count()` tells how many were traced)."""
+    program; `next_logits.tracing_count()` tells how many were traced). init_cache gets `kept`
+    too (an encoder-decoder encodes it once, eagerly)."""
     if not use_cache:
         return lambda ids: forward(model, {**kept, ids_name: ids})["logits"][:, -1]
     decode = tf.function(model.decode, jit_compile=True)
-    cache = model.init_cache(batch, max_length)
+    cache = model.init_cache(batch, max_length, **{name: tf.constant(value) for name, value in kept.items()})
     fed = 0
 
     def next_logits(ids):

@@ -102,6 +102,8 @@ def generate(framework: str, model, inputs, *, max_new_tokens: int, do_sample: b
     if limit is not None and not encoder_decoder and max_length > limit[0]:
         raise InputError(f"{spec.architecture} generate: expected prompt + max_new_tokens <= {limit[0]} "
                          f"({limit[1]}), got {ids.shape[1]} + {max_new_tokens}")
+    # Every registered LM has a KV cache now (GPT-2; T5, whose init_cache also encodes `kept` once);
+    # a model without one is still refused by name rather than failing inside its adapter.
     if use_cache and not hasattr(model, "init_cache"):
         raise InputError(f"{spec.architecture} generate: the model has no KV cache; pass use_cache=False")
     ids_name = "decoder_input_ids" if encoder_decoder else "input_ids"

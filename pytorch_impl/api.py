@@ -132,11 +132,13 @@ def generator(model, kept, ids_name, batch, max_length, use_cache):
     Without the cache: the forward pass over every id so far (the decoder's ids of an
     encoder-decoder, which reads `kept` again). With it: `model.decode` on
     the ids not fed yet, at their positions, into `model.init_cache`'s buffers of `max_length`
-    slots (filled in place)."""
+    slots (filled in place); init_cache gets `kept` too (an encoder-decoder encodes it once)."""
     if not use_cache:
         return lambda ids: forward(model, {**kept, ids_name: ids})["logits"][:, -1]
     _set_mode(model, False)
-    cache = model.init_cache(batch, max_length)
+    with torch.no_grad():
+        cache = model.init_cache(batch, max_length, **{name: torch.from_numpy(value).to(_device())
+                                                       for name, value in kept.items()})
     fed = 0
 
     def next_logits(ids):

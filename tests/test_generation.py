@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import parity
-from parity import generation
+from parity import generation, tolerances
 
 
 @pytest.mark.parametrize("warpers", [{"temperature": 0.7}, {"top_k": 5}, {"top_p": 0.9},
@@ -131,33 +131,141 @@ def test_generation_refuses_padded_prompts_and_overlong_requests(gpt2_reference)
         generation.generate("torch", model, {"input_ids": PROMPT}, max_new_tokens=13)
 
 
-@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
-def test_t5_greedy_generation_is_transformers_generate(transformers, framework):
-    """T5 decodes from decoder_start_token_id over the encoded (padded) source; without a KV cache
-    (T5 has none here yet: use_cache=True is refused by name)."""
+# --- generate on T5 (tiny, tiny-v1.1), cached and uncached, against transformers' generate -----
+
+T5_PRESETS = ["tiny", "tiny-v1.1"]
+SOURCE = np.random.default_rng(0).integers(2, 64, (2, 5))
+SOURCE_MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # a padded source row
+
+
+def relative_error(a, b, scale=None) -> float:
+    return tolerances.errors(a, b, scale)[1]
+
+
+@pytest.fixture(scope="module")
+def t5_reference(transformers):
+    """Per preset: (spec, a random-init transformers T5ForConditionalGeneration (eager, eval), its
+    state dict as numpy). An untied preset gets a head of its own (transformers 5 ties a random
+    model's head whatever the config says); the norms (init 1) are drawn at random."""
     import torch
 
-    spec = parity.spec("t5", "tiny").deterministic()
-    config = transformers.T5Config(
-        vocab_size=spec.vocab_size, d_model=spec.d_model, d_kv=spec.d_kv, d_ff=spec.d_ff, num_layers=spec.num_layers,
-        num_decoder_layers=spec.num_decoder_layers, num_heads=spec.num_heads,
-        relative_attention_num_buckets=spec.relative_attention_num_buckets,
-        relative_attention_max_distance=spec.relative_attention_max_distance, dropout_rate=0.0,
-        feed_forward_proj=spec.feed_forward_proj, decoder_start_token_id=spec.decoder_start_token_id,
-        pad_token_id=spec.pad_token_id, eos_token_id=1)
-    torch.manual_seed(0)
-    reference = transformers.T5ForConditionalGeneration(config).eval()
-    state = {name: value.numpy().copy() for name, value in reference.state_dict().items()}
-    source = np.random.default_rng(0).integers(2, spec.vocab_size, (2, 5))
-    mask = np.ones_like(source)
-    mask[1, -2:] = 0  # a padded source row
+    built = {}
+
+    def get(preset):
+        if preset not in built:
+            spec = parity.spec("t5", preset).deterministic()
+            config = transformers.T5Config(
+                vocab_size=spec.vocab_size, d_model=spec.d_model, d_kv=spec.d_kv, d_ff=spec.d_ff,
+                num_layers=spec.num_layers, num_decoder_layers=spec.decoder_layers, num_heads=spec.num_heads,
+                relative_attention_num_buckets=spec.relative_attention_num_buckets,
+                relative_attention_max_distance=spec.relative_attention_max_distance, dropout_rate=0.0,
+                feed_forward_proj=spec.feed_forward_proj, decoder_start_token_id=spec.decoder_start_token_id,
+                pad_token_id=spec.pad_token_id, eos_token_id=1, tie_word_embeddings=spec.scales_decoder_outputs,
+                attn_implementation="eager")
+            torch.manual_seed(0)
+            model = transformers.T5ForConditionalGeneration(config)
+            with torch.no_grad():
+                if not spec.tie_word_embeddings:
+                    model.lm_head.weight = torch.nn.Parameter(torch.randn(spec.vocab_size, spec.d_model))
+                for name, param in model.named_parameters():
+                    if "layer_norm" in name:
+                        param.add_(0.5 * torch.randn_like(param))
+            model = model.eval()
+            built[preset] = spec, model, {name: value.numpy().copy() for name, value in model.state_dict().items()}
+        return built[preset]
+
+    return get
+
+
+@pytest.mark.parametrize("preset", T5_PRESETS)
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_t5_greedy_generation_is_transformers_generate(t5_reference, framework, preset):
+    """T5 decodes from decoder_start_token_id over the encoded (padded) source: with the KV cache
+    (the encoder run once, its keys and values cached) and without, token for token transformers'
+    generate."""
+    import torch
+
+    spec, reference, state = t5_reference(preset)
+    # transformers' own cache sizes its layers by num_layers (the encoder's): with 3 decoder blocks
+    # over 2 (tiny-v1.1) its cached generate fails (IndexError in cache_utils); uncached it runs.
+    hf_cache = spec.decoder_layers == spec.num_layers
     with torch.no_grad():
-        expected = reference.generate(torch.from_numpy(source), attention_mask=torch.from_numpy(mask),
-                                      max_new_tokens=6, do_sample=False, eos_token_id=1, pad_token_id=0).numpy()
+        expected = reference.generate(torch.from_numpy(SOURCE), attention_mask=torch.from_numpy(SOURCE_MASK),
+                                      max_new_tokens=8, do_sample=False, eos_token_id=1, pad_token_id=0,
+                                      use_cache=hf_cache).numpy()
     model = parity.build(framework, spec, state)
-    inputs = {"input_ids": source, "attention_mask": mask}
-    ids = generation.generate(framework, model, inputs, max_new_tokens=6, eos_token_id=1, pad_token_id=0,
-                              use_cache=False)
-    np.testing.assert_array_equal(ids, expected)
-    with pytest.raises(parity.InputError, match=r"t5 generate: the model has no KV cache; pass use_cache=False"):
-        generation.generate(framework, model, inputs, max_new_tokens=2)
+    inputs = {"input_ids": SOURCE, "attention_mask": SOURCE_MASK}
+    for use_cache in (True, False):
+        ids = generation.generate(framework, model, inputs, max_new_tokens=8, eos_token_id=1, pad_token_id=0,
+                                  use_cache=use_cache)
+        np.testing.assert_array_equal(ids, expected, err_msg=f"use_cache={use_cache}")
+
+
+def t5_encoder_inputs(spec, dtype, decoder_ids):
+    """The padded SOURCE as generate hands it to the adapter's generator: validated (with the
+    decoder's ids, which it then drops)."""
+    inputs = parity.frameworks._check_inputs(spec, dtype, {"input_ids": SOURCE, "attention_mask": SOURCE_MASK,
+                                                           "decoder_input_ids": decoder_ids})
+    return {name: value for name, value in inputs.items() if name in ("input_ids", "attention_mask")}
+
+
+def t5_step_logits(framework, model, decoder_ids, use_cache, prefix=3):
+    """The adapter's next_logits over the padded SOURCE, fed decoder_ids[:, :prefix] at once, then one
+    more id per step. -> (B, steps, V) numpy: the last position's logits of every step"""
+    api = parity.frameworks.adapter(framework)
+    kept = t5_encoder_inputs(model.spec, api.dtype_of(model), decoder_ids)
+    next_logits = api.generator(model, kept, "decoder_input_ids", len(SOURCE), decoder_ids.shape[1], use_cache)
+    return np.stack([next_logits(decoder_ids[:, :t]) for t in range(prefix, decoder_ids.shape[1] + 1)], axis=1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("preset", T5_PRESETS)
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_t5_cached_decoding_gives_the_uncached_logits(t5_reference, framework, preset, dtype):
+    """A 3-id decoder prefix at once, then 1-id steps (9 positions, 9 cache slots; Keras and JAX
+    compiled): every step's logits are the uncached forward pass's, within the forward tolerance
+    of the dtype (float64: 1e-12)."""
+    spec, _, state = t5_reference(preset)
+    model = parity.build(framework, spec, {name: value.astype(dtype) for name, value in state.items()})
+    decoder_ids = np.random.default_rng(1).integers(0, spec.vocab_size, (2, 9))
+    decoder_ids[:, 0] = spec.decoder_start_token_id
+    cached = t5_step_logits(framework, model, decoder_ids, True)
+    uncached = t5_step_logits(framework, model, decoder_ids, False)
+    assert cached.dtype == np.dtype(dtype) and cached.shape == (2, 7, spec.vocab_size)
+    assert relative_error(cached, uncached) <= tolerances.FORWARD[dtype].rtol
+
+
+def test_t5_cached_sampling_is_the_same_text_in_every_framework(t5_reference):
+    spec, _, state = t5_reference("tiny")
+    inputs = {"input_ids": SOURCE, "attention_mask": SOURCE_MASK}
+    options = {"max_new_tokens": 10, "do_sample": True, "seed": 3, "top_k": 20, "top_p": 0.9, "temperature": 0.8}
+    samples = [generation.generate(framework, parity.build(framework, spec, state), inputs, use_cache=True, **options)
+               for framework in parity.FRAMEWORKS]
+    assert all(np.array_equal(samples[0], other) for other in samples[1:])
+    uncached = generation.generate("torch", parity.build("torch", spec, state), inputs, use_cache=False, **options)
+    np.testing.assert_array_equal(samples[0], uncached)
+
+
+def test_t5_compiled_cached_steps_compile_once_not_once_per_token(t5_reference):
+    """JAX (nnx.jit) and Keras (tf.function(jit_compile=True)) compile T5's cached step once per fed
+    length: generate's decoder prompt is the start id alone, so 12 tokens are one program; a 3-id
+    decoder prefix and 9 one-id steps are two. (Cache sizes no other test here uses: JAX keeps
+    programs across models of one structure, so an earlier test's shapes would not be traced again.)"""
+    from jax_impl import api as jax_api
+
+    spec, _, state = t5_reference("tiny")
+    model = parity.build("jax", spec, state)
+    before = len(jax_api.DECODE_TRACES)
+    generation.generate("jax", model, {"input_ids": SOURCE, "attention_mask": SOURCE_MASK}, max_new_tokens=12)
+    assert jax_api.DECODE_TRACES[before:] == [(2, 1)]
+    decoder_ids = np.random.default_rng(2).integers(0, spec.vocab_size, (2, 12))
+    before = len(jax_api.DECODE_TRACES)
+    t5_step_logits("jax", model, decoder_ids, True)
+    assert jax_api.DECODE_TRACES[before:] == [(2, 3), (2, 1)]
+    keras_model = parity.build("keras", spec, state)
+    api = parity.frameworks.adapter("keras")
+    kept = t5_encoder_inputs(spec, "float32", decoder_ids)
+    keras_next = api.generator(keras_model, kept, "decoder_input_ids", 2, 12, True)
+    for t in range(3, 13):
+        keras_next(decoder_ids[:, :t])
+    assert keras_next.tracing_count() == 2

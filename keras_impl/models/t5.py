@@ -17,6 +17,14 @@ Layer.__call__ fills a call argument named `mask` itself when it is None (from t
 masks), and a positional None there fails with "got multiple values for argument 'mask'".
 New axes are ops.expand_dims, not x[:, None, None, :]: TFLite has no builtin for a StridedSlice
 adding two axes ("tf.StridedSlice op is neither a custom op nor a flex op").
+
+The KV cache (`init_cache`, `decode`) keeps static shapes, as GPT-2's: init_cache runs the encoder
+once and holds, per decoder block, zeroed self-attention key and value buffers (B, H, max_len, D),
+written at the step's position with ops.slice_update (new tensors: a compiled step takes the
+buffers in and hands them out), and the cross-attention keys and values (B, H, S, D) of the encoder
+output; plus the encoder's additive padding mask. A step attends to all max_len slots, the ones
+after a query's position masked, with the causal position bias of its query positions against
+every slot.
 """
 import keras
 import numpy as np
@@ -49,11 +57,15 @@ def padding_mask(attention_mask, dtype):  # (B, S) 1 = attend, or None
     return ops.expand_dims(ops.expand_dims(mask, 1), 1)  # (B, 1, 1, S)
 
 
-def causal_mask(length, attention_mask, dtype):  # T, (B, T) or None
+def causal_mask(length, attention_mask, dtype, position=None, key_length=None):  # T, (B, T) or None
     """The decoder's eager mask: 0 where query i may attend to key j (j <= i and not padding),
-    finfo(dtype).min elsewhere. -> (B|1, 1, T, T)"""
+    finfo(dtype).min elsewhere. A cached step's queries are at position .. position + T - 1 and its
+    keys are key_length cache slots. -> (B|1, 1, T, T | key_length)"""
     positions = ops.arange(length, dtype="int32")
-    allowed = ops.expand_dims(ops.expand_dims(positions, 0) <= ops.expand_dims(positions, 1), 0)  # (1, T, T)
+    keys = positions if key_length is None else ops.arange(key_length, dtype="int32")  # (S,)
+    if position is not None:
+        positions = positions + position
+    allowed = ops.expand_dims(ops.expand_dims(keys, 0) <= ops.expand_dims(positions, 1), 0)  # (1, T, S)
     if attention_mask is not None:
         allowed = ops.logical_and(allowed, ops.expand_dims(ops.not_equal(attention_mask, 0), 1))  # (B, T, T)
     mask = ops.where(allowed, ops.zeros((), dtype=dtype), ops.full((), np.finfo(dtype).min, dtype=dtype))
@@ -142,9 +154,12 @@ class T5Attention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(spec.dropout_rate, dtype=dtype)
         self.built = True
 
-    def compute_bias(self, query_length, key_length):
-        """Row bucket(j - i) of the table for every (query i, key j). -> (1, H, t, S)"""
+    def compute_bias(self, query_length, key_length, position=None):
+        """Row bucket(j - i) of the table for every (query i, key j), the queries at position ..
+        position + t - 1 in a cached step. -> (1, H, t, S)"""
         context_position = ops.expand_dims(ops.arange(query_length, dtype="int32"), 1)  # (t, 1)
+        if position is not None:
+            context_position = context_position + position
         memory_position = ops.expand_dims(ops.arange(key_length, dtype="int32"), 0)  # (1, S)
         buckets = relative_position_bucket(memory_position - context_position, self.bidirectional,
                                            self.num_buckets, self.thresholds)  # (t, S)
@@ -158,17 +173,33 @@ class T5Attention(keras.layers.Layer):
         x = ops.reshape(x, (-1, length, self.num_heads, self.key_value_proj_dim))  # (B, n, H, D)
         return ops.transpose(x, (0, 2, 1, 3))  # (B, H, n, D)
 
-    def call(self, hidden_states, additive_mask=None, key_value_states=None, position_bias=None, training=False):
+    def key_value(self, current_states):  # (B, S, C)
+        """The keys and values of current_states. -> 2 x (B, H, S, D)"""
+        key = self.split_heads(self.k(current_states), ops.shape(current_states)[1])  # (B, H, S, D)
+        return key, self.split_heads(self.v(current_states), ops.shape(current_states)[1])
+
+    def call(self, hidden_states, additive_mask=None, key_value_states=None, position_bias=None, layer_cache=None,
+             position=None, training=False):
         """Self-attention, or cross-attention over key_value_states (B, S, C). position_bias
         (1, H, t, S) given by an earlier block, or computed here (block 0), or none (cross).
-        -> (B, t, C), the position bias for the next block"""
-        current_states = hidden_states if key_value_states is None else key_value_states
+        With a cache, self-attention (`position` given: the queries' first position) writes its keys
+        and values into layer_cache's (key, value) buffers (B, H, max_len, D) at position ..
+        position + t - 1 (new tensors) and attends to all max_len slots (S = max_len);
+        cross-attention (`position` None) attends to layer_cache's keys and values as they are (the
+        encoder's). -> (B, t, C), the position bias for the next block, the updated (key, value) or None"""
         query = self.split_heads(self.q(hidden_states), ops.shape(hidden_states)[1])  # (B, H, t, D)
-        key = self.split_heads(self.k(current_states), ops.shape(current_states)[1])  # (B, H, S, D)
-        value = self.split_heads(self.v(current_states), ops.shape(current_states)[1])
+        if layer_cache is not None and position is None:
+            key, value = layer_cache  # (B, H, S, D): cross-attention's, computed once by init_cache
+        else:
+            key, value = self.key_value(hidden_states if key_value_states is None else key_value_states)
+            if layer_cache is not None:
+                start = (0, 0, position, 0)
+                key = ops.slice_update(layer_cache[0], start, key)  # (B, H, max_len, D)
+                value = ops.slice_update(layer_cache[1], start, value)
+                layer_cache = (key, value)
         scores = ops.matmul(query, ops.swapaxes(key, 2, 3))  # (B, H, t, S), unscaled
         if position_bias is None and self.has_relative_attention_bias:
-            position_bias = self.compute_bias(ops.shape(query)[2], ops.shape(key)[2])
+            position_bias = self.compute_bias(ops.shape(query)[2], ops.shape(key)[2], position)
         if position_bias is not None:
             scores = scores + position_bias
         if additive_mask is not None:
@@ -177,7 +208,7 @@ class T5Attention(keras.layers.Layer):
         context = ops.transpose(ops.matmul(weights, value), (0, 2, 1, 3))  # (B, t, H, D)
         shape = ops.shape(context)
         context = ops.reshape(context, (shape[0], shape[1], self.num_heads * self.key_value_proj_dim))
-        return self.o(context), position_bias  # (B, t, C)
+        return self.o(context), position_bias, layer_cache  # (B, t, C)
 
 
 class T5LayerSelfAttention(keras.layers.Layer):
@@ -190,10 +221,12 @@ class T5LayerSelfAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(spec.dropout_rate, dtype=dtype)
         self.built = True
 
-    def call(self, hidden_states, additive_mask=None, position_bias=None, training=False):  # (B, t, C)
-        attention_output, position_bias = self.SelfAttention(self.layer_norm(hidden_states), additive_mask,
-                                                             position_bias=position_bias, training=training)
-        return hidden_states + self.dropout(attention_output, training=training), position_bias
+    def call(self, hidden_states, additive_mask=None, position_bias=None, layer_cache=None, position=None,
+             training=False):
+        attention_output, position_bias, layer_cache = self.SelfAttention(
+            self.layer_norm(hidden_states), additive_mask, position_bias=position_bias, layer_cache=layer_cache,
+            position=position, training=training)  # (B, t, C)
+        return hidden_states + self.dropout(attention_output, training=training), position_bias, layer_cache
 
 
 class T5LayerCrossAttention(keras.layers.Layer):
@@ -206,9 +239,10 @@ class T5LayerCrossAttention(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(spec.dropout_rate, dtype=dtype)
         self.built = True
 
-    def call(self, hidden_states, key_value_states, additive_mask=None, training=False):  # (B, t, C), (B, S, C)
-        attention_output, _ = self.EncDecAttention(self.layer_norm(hidden_states), additive_mask,
-                                                   key_value_states=key_value_states, training=training)
+    def call(self, hidden_states, key_value_states, additive_mask=None, layer_cache=None, training=False):
+        attention_output, _, _ = self.EncDecAttention(self.layer_norm(hidden_states), additive_mask,
+                                                      key_value_states=key_value_states, layer_cache=layer_cache,
+                                                      training=training)  # (B, t, C), (B, S, C)
         return hidden_states + self.dropout(attention_output, training=training)  # (B, t, C)
 
 
@@ -226,12 +260,18 @@ class T5Block(keras.layers.Layer):
         self.built = True
 
     def call(self, hidden_states, additive_mask, position_bias, encoder_hidden_states=None, encoder_mask=None,
-             training=False):
-        hidden_states, position_bias = self.layer[0](hidden_states, additive_mask, position_bias,
-                                                     training=training)  # (B, t, C)
+             layer_cache=None, position=None, training=False):
+        """layer_cache: a decoder block's ((key, value) buffers of its self-attention, the encoder's
+        (key, value) of its cross-attention), or None. -> (B, t, C), the position bias, the updated
+        layer_cache or None"""
+        self_cache, cross_cache = (None, None) if layer_cache is None else layer_cache
+        hidden_states, position_bias, self_cache = self.layer[0](hidden_states, additive_mask, position_bias,
+                                                                 self_cache, position, training=training)  # (B, t, C)
         if self.is_decoder:
-            hidden_states = self.layer[1](hidden_states, encoder_hidden_states, encoder_mask, training=training)
-        return self.layer[-1](hidden_states, training=training), position_bias  # (B, t, C)
+            hidden_states = self.layer[1](hidden_states, encoder_hidden_states, encoder_mask, cross_cache,
+                                          training=training)
+        new_cache = None if layer_cache is None else (self_cache, cross_cache)
+        return self.layer[-1](hidden_states, training=training), position_bias, new_cache  # (B, t, C)
 
 
 class T5Stack(keras.layers.Layer):
@@ -248,21 +288,31 @@ class T5Stack(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs_embeds, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
-             training=False):
+             cache=None, position=None, training=False):
         """inputs_embeds (B, t, C); attention_mask (B, t) of these positions; the decoder's
-        encoder_hidden_states (B, S, C) and their encoder_attention_mask (B, S). -> (B, t, C)"""
+        encoder_hidden_states (B, S, C) and their encoder_attention_mask (B, S). A cached decoder
+        step instead: `cache` (init_cache's (blocks, encoder mask)), the ids at position ..
+        position + t - 1, attending to the cache's max_len slots. -> (B, t, C), the updated cache or None"""
         dtype = self.compute_dtype
+        if position is not None:
+            position = ops.cast(position, "int32")
         if self.is_decoder:
-            mask = causal_mask(ops.shape(inputs_embeds)[1], attention_mask, dtype)  # (B|1, 1, t, t)
+            key_length = None if cache is None else ops.shape(cache[0][0][0][0])[2]  # the cache's max_len
+            mask = causal_mask(ops.shape(inputs_embeds)[1], attention_mask, dtype, position,
+                               key_length)  # (B|1, 1, t, t | max_len)
         else:
             mask = padding_mask(attention_mask, dtype)  # (B, 1, 1, t) or None
-        encoder_mask = padding_mask(encoder_attention_mask, dtype)  # (B, 1, 1, S) or None
+        encoder_mask = padding_mask(encoder_attention_mask, dtype) if cache is None else cache[1]  # (B, 1, 1, S)
         hidden_states = self.dropout(inputs_embeds, training=training)
         position_bias = None
-        for block in self.block:
-            hidden_states, position_bias = block(hidden_states, mask, position_bias, encoder_hidden_states,
-                                                 encoder_mask, training=training)
-        return self.dropout(self.final_layer_norm(hidden_states), training=training)  # (B, t, C)
+        new_blocks = []
+        for i, block in enumerate(self.block):
+            hidden_states, position_bias, layer_cache = block(hidden_states, mask, position_bias, encoder_hidden_states,
+                                                              encoder_mask, None if cache is None else cache[0][i],
+                                                              position, training=training)
+            new_blocks.append(layer_cache)
+        new_cache = None if cache is None else (tuple(new_blocks), encoder_mask)
+        return self.dropout(self.final_layer_norm(hidden_states), training=training), new_cache  # (B, t, C)
 
 
 class T5ForConditionalGeneration(keras.Model):
@@ -281,11 +331,36 @@ class T5ForConditionalGeneration(keras.Model):
     def call(self, input_ids, attention_mask=None, *, decoder_input_ids, decoder_attention_mask=None,
              training=False):
         """input_ids (B, S), decoder_input_ids (B, T), masks 1 = attend. -> {"logits": (B, T, V)}"""
-        encoder_hidden_states = self.encoder(self.shared(input_ids), attention_mask, training=training)  # (B, S, C)
-        sequence_output = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask,
-                                       encoder_hidden_states, attention_mask, training=training)  # (B, T, C)
+        encoder_hidden_states, _ = self.encoder(self.shared(input_ids), attention_mask, training=training)  # (B, S, C)
+        sequence_output, _ = self.decoder(self.shared(decoder_input_ids), decoder_attention_mask,
+                                          encoder_hidden_states, attention_mask, training=training)  # (B, T, C)
+        return {"logits": self.lm_logits(sequence_output)}  # (B, T, V)
+
+    def lm_logits(self, sequence_output):  # (B, T, C)
+        """The head: tied, (y * d_model^-0.5 if scale_decoder_outputs) shared^T, or lm_head. -> (B, T, V)"""
         if self.output_scale is not None:
             sequence_output = sequence_output * self.output_scale
         if self.spec.tie_word_embeddings:
-            return {"logits": ops.matmul(sequence_output, ops.transpose(self.shared.embeddings))}  # (B, T, V)
-        return {"logits": self.lm_head(sequence_output)}  # (B, T, V)
+            return ops.matmul(sequence_output, ops.transpose(self.shared.embeddings))  # (B, T, V)
+        return self.lm_head(sequence_output)  # (B, T, V)
+
+    def init_cache(self, batch, max_len, input_ids, attention_mask=None):  # B, max_len, (B, S), (B, S) or None
+        """The encoder run once on the source, and per decoder block: zeroed self-attention key and
+        value buffers (B, H, max_len, D) and the cross-attention's keys and values (B, H, S, D) of the
+        encoder output; plus the encoder's additive padding mask (B, 1, 1, S) (zeros when no
+        attention_mask). -> (blocks, encoder mask)"""
+        if attention_mask is None:
+            attention_mask = ops.ones_like(input_ids)
+        encoder_hidden_states, _ = self.encoder(self.shared(input_ids), attention_mask)  # (B, S, C)
+        shape = (batch, self.spec.num_heads, max_len, self.spec.d_kv)
+        blocks = tuple(((ops.zeros(shape, dtype=self.compute_dtype), ops.zeros(shape, dtype=self.compute_dtype)),
+                        block.layer[1].EncDecAttention.key_value(encoder_hidden_states))
+                       for block in self.decoder.block)
+        return blocks, padding_mask(attention_mask, self.compute_dtype)
+
+    def decode(self, decoder_input_ids, cache, position):  # (B, t), init_cache's cache, int or 0-d tensor
+        """The logits of decoder ids at positions position .. position + t - 1, attending to the
+        cache's earlier slots and to the encoder output: their keys and values are written into new
+        buffers, returned as the cache. -> logits (B, t, V), cache"""
+        sequence_output, cache = self.decoder(self.shared(decoder_input_ids), cache=cache, position=position)
+        return self.lm_logits(sequence_output), cache  # (B, t, V)
