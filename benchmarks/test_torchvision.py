@@ -45,8 +45,8 @@ def test_resnet50_against_torchvision(benchmark, request, implementation, mode, 
     inputs, targets = parity.example_batch(spec, batch)
     x, y = bench.to_device(model, [inputs, targets], "cpu")
     if task == "inference":
-        step, args = bench.inference_step(model, mode == "compiled"), (x,)
+        step, args = bench.inference_step(model, mode == "compiled"), (x, {})
     else:
-        step, args = bench.train_step(model, mode == "compiled", LEARNING_RATE), (x, y)
+        step, args = bench.train_step(model, mode == "compiled", LEARNING_RATE), (x, {}, y)
     benchmark.extra_info.update(bench.thread_settings(), batch=batch, implementation=implementation)
     benchmark.pedantic(step, args=args, rounds=5, warmup_rounds=2)

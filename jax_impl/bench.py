@@ -29,13 +29,13 @@ def to_device(model, arrays, device: str):
 def inference_step(model, compiled: bool):
     model.eval()
 
-    def forward(model, x):
-        return model(x)[model.spec.output_names[0]]
+    def forward(model, x, extra):  # the main input, the other named inputs
+        return model(x, **extra)[model.spec.output_names[0]]
 
     run = nnx.jit(forward) if compiled else forward
 
-    def step(x):
-        return jax.block_until_ready(run(model, x))
+    def step(x, extra):
+        return jax.block_until_ready(run(model, x, extra))
 
     return step
 
@@ -46,15 +46,15 @@ def train_step(model, compiled: bool, learning_rate: float):
     optimizer = nnx.Optimizer(model, optax.sgd(learning_rate), wrt=nnx.Param)
     loss_fn = loss_function(model.spec.loss, dtype_of(model))
 
-    def update(model, optimizer, x, y):
-        loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x)[m.spec.loss_output], y))(model)
+    def update(model, optimizer, x, extra, y):
+        loss, grads = nnx.value_and_grad(lambda m: loss_fn(m(x, **extra)[m.spec.loss_output], y))(model)
         optimizer.update(model, grads)
         return loss
 
     run = nnx.jit(update) if compiled else update
 
-    def step(x, y):
-        return float(jax.block_until_ready(run(model, optimizer, x, y)))
+    def step(x, extra, y):
+        return float(jax.block_until_ready(run(model, optimizer, x, extra, y)))
 
     return step
 

@@ -28,13 +28,13 @@ def to_device(model, arrays, device: str):
 
 
 def inference_step(model, compiled: bool):
-    def forward(x):
-        return model(x, training=False)[model.spec.output_names[0]]
+    def forward(x, extra):  # the main input, the other named inputs
+        return model(x, **extra, training=False)[model.spec.output_names[0]]
 
     run = tf.function(forward, jit_compile=True) if compiled else forward
 
-    def step(x):
-        outputs = run(x)
+    def step(x, extra):
+        outputs = run(x, extra)
         outputs.numpy()  # materialise: the step is done
         return outputs
 
@@ -47,17 +47,17 @@ def train_step(model, compiled: bool, learning_rate: float):
     optimizer.build(model.trainable_variables)
     loss_fn = loss_function(model.spec.loss, dtype_of(model))
 
-    def update(x, y):
+    def update(x, extra, y):
         with tf.GradientTape() as tape:
-            loss = loss_fn(model(x, training=True)[model.spec.loss_output], y)
+            loss = loss_fn(model(x, **extra, training=True)[model.spec.loss_output], y)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
     run = tf.function(update, jit_compile=True) if compiled else update
 
-    def step(x, y):
-        return float(run(x, y))  # a host read: the step is done
+    def step(x, extra, y):
+        return float(run(x, extra, y))  # a host read: the step is done
 
     return step
 

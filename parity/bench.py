@@ -165,13 +165,18 @@ def prepare_step(name: str, framework: str, *, mode: str = "eager", task: str = 
         api = impl_module(framework, "api")
         model = api.load_state(api.build(spec, DTYPES[dtype]), init_state(spec, seed, "float32"))
     inputs, targets = example_batch(spec, batch, seed, "float32")
-    if isinstance(inputs, dict):  # full-length sequences from zero states: the dense path of every framework
-        inputs = inputs[spec.input_kind]
-    x, y = module.to_device(model, [inputs, targets], device)
+    extra = {}
+    if isinstance(inputs, dict):  # the main input, and the named ones the step passes by keyword
+        extra = {name: value for name, value in inputs.items() if name not in (spec.input_kind, "lengths")}
+        inputs = inputs[spec.input_kind]  # no `lengths`: full-length sequences, every framework's dense path
+        if task == "inference" and spec.declared_inputs() is None:
+            extra.pop("decoder_tokens", None)  # the recurrent encoder-decoders decode greedily from BOS
+    x, y, *values = module.to_device(model, [inputs, targets, *extra.values()], device)
+    extra = dict(zip(extra, values))
     if task == "inference":
-        return module.inference_step(model, mode == "compiled"), (x,), forward_flops(spec, batch), spec, module
+        return module.inference_step(model, mode == "compiled"), (x, extra), forward_flops(spec, batch), spec, module
     step = module.train_step(model, mode == "compiled", LEARNING_RATE)
-    return step, (x, y), train_step_flops(spec, batch), spec, module
+    return step, (x, extra, y), train_step_flops(spec, batch), spec, module
 
 
 def bench(name: str, framework: str, *, mode: str = "eager", task: str = "inference", batch: int = 32,

@@ -36,9 +36,9 @@ def inference_step(model, compiled: bool):
         torch._inductor.config.freezing = True
     forward = torch.compile(model) if compiled else model
 
-    def step(x):
+    def step(x, extra):  # the main input, the other named inputs
         with torch.inference_mode():
-            outputs = forward(x)[model.spec.output_names[0]]
+            outputs = forward(x, **extra)[model.spec.output_names[0]]
         _synchronize(outputs)
         return outputs
 
@@ -52,9 +52,9 @@ def train_step(model, compiled: bool, learning_rate: float):
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
     loss_fn = loss_function(model.spec.loss, dtype_of(model))
 
-    def step(x, y):
+    def step(x, extra, y):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(forward(x)[model.spec.loss_output], y)
+        loss = loss_fn(forward(x, **extra)[model.spec.loss_output], y)
         loss.backward()
         optimizer.step()
         return loss.item()  # a host read: the step is done

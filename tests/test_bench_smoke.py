@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from parity.bench import bench, load_results, prepare_step, save_results
@@ -62,3 +63,16 @@ def test_bf16_runs_every_step_in_bfloat16(framework):
     assert "bfloat16" in str(step(*args).dtype)
     result = bench("lenet5", framework, mode="compiled", task="train", batch=4, dtype="bf16", rounds=1, preset="tiny")
     assert result.dtype == "bf16" and result.median_s > 0
+
+
+@pytest.mark.filterwarnings("ignore:Gradients do not exist for variables:UserWarning")  # Keras: BERT's pooler
+@pytest.mark.parametrize("task", ["inference", "train"])
+@pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
+@pytest.mark.parametrize("name", ["mha", "transformer", "bert", "gpt2", "t5", "seq2seq_bahdanau"])
+def test_named_input_models_run_their_benchmark_step(name, framework, task):
+    """Models with named inputs get them by keyword in the timed step (the decoder's ids, masks),
+    without `lengths`: the dense full-length path. One eager step at the tiny preset, finite."""
+    step, args, flops, *_ = prepare_step(name, framework, mode="eager", task=task, batch=2, preset="tiny")
+    assert isinstance(args[1], dict) and "lengths" not in args[1] and flops > 0
+    result = np.asarray(step(*args), dtype=np.float64)
+    assert np.all(np.isfinite(result))
