@@ -50,3 +50,8 @@ def errors(a: np.ndarray, b: np.ndarray, scale: float | None = None) -> tuple[fl
     if scale is None:
         scale = float(max(np.max(np.abs(a)), np.max(np.abs(b))))
     return max_abs, (max_abs / scale if scale > 0 else max_abs)
+
+
+def relative_error(a: np.ndarray, b: np.ndarray, scale: float | None = None) -> float:
+    """The relative part of `errors`: max |a - b| / scale (by default the larger max |value|)."""
+    return errors(a, b, scale)[1]

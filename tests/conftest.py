@@ -77,3 +77,35 @@ def transformers():
         return parity.reference.import_transformers()
     except parity.FrameworkError as err:
         pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def cases(request, transformers):
+    """For the modules of transformers' models (test_bert, test_gpt2, test_t5), which define
+    `case_spec(key)`: (spec, transformers' model, its state, inputs, targets) per (key, dtype),
+    built once (hf_models.hf_model)."""
+    from hf_models import hf_model, hf_state
+
+    built = {}
+
+    def case(key, dtype):
+        if (key, dtype) not in built:
+            spec = request.module.case_spec(key)
+            model = hf_model(transformers, spec, dtype)
+            inputs, targets = parity.example_batch(spec, 4, 0, dtype)
+            built[key, dtype] = spec, model, hf_state(model), inputs, targets
+        return built[key, dtype]
+    return case
+
+
+@pytest.fixture(scope="module")
+def models(cases):
+    """Our model of each (key, framework, dtype) of `cases`, built once from transformers' state."""
+    built = {}
+
+    def get(key, framework, dtype):
+        if (key, framework, dtype) not in built:
+            spec, _, state, _, _ = cases(key, dtype)
+            built[key, framework, dtype] = parity.build(framework, spec, state)
+        return built[key, framework, dtype]
+    return get

@@ -7,44 +7,19 @@ import pytest
 
 import parity
 from parity import tolerances
+from parity.tolerances import relative_error
 from parity.specs.base import IGNORE_INDEX
+
+from hf_models import hf_model, hf_state
 
 FRAMEWORKS = parity.FRAMEWORKS
 DTYPES = ["float32", "float64"]
 PRESETS = ["tiny", "tiny-mlm"]
 
 
-def hf_config(transformers, spec, attn_implementation="eager"):
-    """transformers' BertConfig of a parity spec (the fields carry its names)."""
-    fields = {name: getattr(spec, name) for name in (
-        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-        "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-        "layer_norm_eps", "initializer_range", "pad_token_id")}
-    return transformers.BertConfig(**fields, attn_implementation=attn_implementation)
-
-
-def hf_model(transformers, spec, dtype, attn_implementation="eager", seed=0):
-    """transformers' own model of `spec` (BertModel or BertForMaskedLM), random init, eval mode.
-    Its init leaves every bias 0, every LayerNorm at 1/0 and the padding row of the word
-    embeddings 0, where a model that drops one would still agree: they are drawn at random here
-    (in place, so the tied decoder follows; a pretrained checkpoint's padding row is not 0 either)."""
-    import torch
-
-    torch.manual_seed(seed)
-    config = hf_config(transformers, spec, attn_implementation)
-    model = (transformers.BertModel if spec.head == "none" else transformers.BertForMaskedLM)(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or "LayerNorm" in name:
-                param.add_(0.5 * torch.randn_like(param))
-        model.get_input_embeddings().weight[spec.pad_token_id].normal_(0, spec.initializer_range)
-    model = model.eval()
-    return model.double() if dtype == "float64" else model
-
-
-def hf_state(model):
-    """transformers' state_dict() as numpy, unchanged: the MLM model's tied aliases included."""
-    return {name: value.detach().cpu().numpy().copy() for name, value in model.state_dict().items()}
+def case_spec(preset):
+    """The spec of a case (conftest's `cases` and `models` fixtures)."""
+    return parity.spec("bert", preset)
 
 
 def hf_outputs(model, spec, inputs):
@@ -70,25 +45,6 @@ def hf_loss_and_grads(model, spec, inputs, targets):
     loss.backward()
     return loss.item(), {name: (p.grad if p.grad is not None else torch.zeros_like(p)).numpy().copy()
                          for name, p in model.named_parameters()}
-
-
-def relative_error(a, b, scale=None) -> float:
-    return tolerances.errors(a, b, scale)[1]
-
-
-@pytest.fixture(scope="module")
-def cases(transformers):
-    """(spec, HF model, its state, inputs, targets) per (preset, dtype), built once."""
-    built = {}
-
-    def case(preset, dtype):
-        if (preset, dtype) not in built:
-            spec = parity.spec("bert", preset)
-            model = hf_model(transformers, spec, dtype)
-            inputs, targets = parity.example_batch(spec, 4, 0, dtype)
-            built[preset, dtype] = spec, model, hf_state(model), inputs, targets
-        return built[preset, dtype]
-    return case
 
 
 def test_spec_from_a_bert_config_dict(transformers):

@@ -4,6 +4,9 @@ import pytest
 
 import parity
 from parity import generation, tolerances
+from parity.tolerances import relative_error
+
+from hf_models import hf_model, hf_state
 
 
 @pytest.mark.parametrize("warpers", [{"temperature": 0.7}, {"top_k": 5}, {"top_p": 0.9},
@@ -61,15 +64,9 @@ def test_generation_options_are_checked(options, message):
 @pytest.fixture(scope="module")
 def gpt2_reference(transformers):
     """A random-init transformers GPT2LMHeadModel (eval mode) and its state dict as numpy."""
-    import torch
-
     spec = parity.spec("gpt2", "tiny").deterministic()
-    config = transformers.GPT2Config(vocab_size=spec.vocab_size, n_positions=spec.n_positions, n_embd=spec.n_embd,
-                                     n_layer=spec.n_layer, n_head=spec.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
-                                     attn_pdrop=0.0)
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(config).eval()
-    return spec, model, {name: value.numpy().copy() for name, value in model.state_dict().items()}
+    model = hf_model(transformers, spec, "float32")
+    return spec, model, hf_state(model)
 
 
 PROMPT = np.random.default_rng(5).integers(0, 64, (2, 4))
@@ -138,40 +135,17 @@ SOURCE = np.random.default_rng(0).integers(2, 64, (2, 5))
 SOURCE_MASK = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])  # a padded source row
 
 
-def relative_error(a, b, scale=None) -> float:
-    return tolerances.errors(a, b, scale)[1]
-
-
 @pytest.fixture(scope="module")
 def t5_reference(transformers):
     """Per preset: (spec, a random-init transformers T5ForConditionalGeneration (eager, eval), its
-    state dict as numpy). An untied preset gets a head of its own (transformers 5 ties a random
-    model's head whatever the config says); the norms (init 1) are drawn at random."""
-    import torch
-
+    state dict as numpy); an untied preset's head is its own (hf_models.hf_model)."""
     built = {}
 
     def get(preset):
         if preset not in built:
             spec = parity.spec("t5", preset).deterministic()
-            config = transformers.T5Config(
-                vocab_size=spec.vocab_size, d_model=spec.d_model, d_kv=spec.d_kv, d_ff=spec.d_ff,
-                num_layers=spec.num_layers, num_decoder_layers=spec.decoder_layers, num_heads=spec.num_heads,
-                relative_attention_num_buckets=spec.relative_attention_num_buckets,
-                relative_attention_max_distance=spec.relative_attention_max_distance, dropout_rate=0.0,
-                feed_forward_proj=spec.feed_forward_proj, decoder_start_token_id=spec.decoder_start_token_id,
-                pad_token_id=spec.pad_token_id, eos_token_id=1, tie_word_embeddings=spec.scales_decoder_outputs,
-                attn_implementation="eager")
-            torch.manual_seed(0)
-            model = transformers.T5ForConditionalGeneration(config)
-            with torch.no_grad():
-                if not spec.tie_word_embeddings:
-                    model.lm_head.weight = torch.nn.Parameter(torch.randn(spec.vocab_size, spec.d_model))
-                for name, param in model.named_parameters():
-                    if "layer_norm" in name:
-                        param.add_(0.5 * torch.randn_like(param))
-            model = model.eval()
-            built[preset] = spec, model, {name: value.numpy().copy() for name, value in model.state_dict().items()}
+            model = hf_model(transformers, spec, "float32")
+            built[preset] = spec, model, hf_state(model)
         return built[preset]
 
     return get

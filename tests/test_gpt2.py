@@ -11,13 +11,12 @@ import pytest
 
 import parity
 from parity import tolerances
+from parity.tolerances import relative_error
+
+from hf_models import GPT2_FIELDS, hf_config, hf_model, hf_state
 
 FRAMEWORKS = parity.FRAMEWORKS
 DTYPES = ["float32", "float64"]
-# GPT2Config fields the spec carries under the same names (seq_len is ours).
-HF_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
-             "resid_pdrop", "embd_pdrop", "attn_pdrop", "layer_norm_epsilon", "initializer_range",
-             "scale_attn_weights", "scale_attn_by_inverse_layer_idx")
 # Variants of the tiny preset checked against transformers besides the default one.
 VARIANTS = {
     "default": {},
@@ -28,33 +27,9 @@ VARIANTS = {
 }
 
 
-def hf_config(transformers, spec, attn_implementation="eager"):
-    """transformers' GPT2Config of a parity spec (the fields carry its names); BOS/EOS inside the
-    tiny vocabulary (its default 50256 only draws a warning)."""
-    return transformers.GPT2Config(**{name: getattr(spec, name) for name in HF_FIELDS},
-                                   bos_token_id=spec.vocab_size - 1, eos_token_id=spec.vocab_size - 1,
-                                   attn_implementation=attn_implementation)
-
-
-def hf_model(transformers, spec, dtype, attn_implementation="eager", seed=0):
-    """transformers' GPT2LMHeadModel of `spec`, random init, eval mode. Its init leaves every bias 0
-    and every LayerNorm at 1/0, where a model that drops one would still agree: they are drawn at
-    random here."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = transformers.GPT2LMHeadModel(hf_config(transformers, spec, attn_implementation))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias") or ".ln_" in name:
-                param.add_(0.5 * torch.randn_like(param))
-    model = model.eval()
-    return model.double() if dtype == "float64" else model
-
-
-def hf_state(model):
-    """transformers' state_dict() as numpy, unchanged: `lm_head.weight` included."""
-    return {name: value.detach().cpu().numpy().copy() for name, value in model.state_dict().items()}
+def case_spec(variant):
+    """The spec of a case (conftest's `cases` and `models` fixtures)."""
+    return parity.spec("gpt2", "tiny", **VARIANTS[variant])
 
 
 def hf_logits(model, inputs):
@@ -76,38 +51,6 @@ def hf_loss_and_grads(model, inputs, targets):
     loss = F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(targets).flatten())
     loss.backward()
     return loss.item(), {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
-
-
-def relative_error(a, b, scale=None) -> float:
-    return tolerances.errors(a, b, scale)[1]
-
-
-@pytest.fixture(scope="module")
-def cases(transformers):
-    """(spec, transformers model, its state, inputs, targets) per (variant, dtype), built once."""
-    built = {}
-
-    def case(variant, dtype):
-        if (variant, dtype) not in built:
-            spec = parity.spec("gpt2", "tiny", **VARIANTS[variant])
-            model = hf_model(transformers, spec, dtype)
-            inputs, targets = parity.example_batch(spec, 4, 0, dtype)
-            built[variant, dtype] = spec, model, hf_state(model), inputs, targets
-        return built[variant, dtype]
-    return case
-
-
-@pytest.fixture(scope="module")
-def models(cases):
-    """Our model of each (variant, framework, dtype), built once from transformers' state."""
-    built = {}
-
-    def get(variant, framework, dtype):
-        if (variant, framework, dtype) not in built:
-            spec, _, state, _, _ = cases(variant, dtype)
-            built[variant, framework, dtype] = parity.build(framework, spec, state)
-        return built[variant, framework, dtype]
-    return get
 
 
 # ---------------------------------------------------------------------------- spec and layout
@@ -133,7 +76,7 @@ def test_gpt2_preset_is_the_124m_model(transformers):
     spec = parity.spec("gpt2")
     config = transformers.GPT2Config()  # its defaults are openai-community/gpt2's
     assert spec.reference_preset == "gpt2" and spec.seq_len == 1024
-    for name in HF_FIELDS:
+    for name in GPT2_FIELDS:
         assert getattr(spec, name) == getattr(config, name), name
     parameters = sum(int(np.prod(p.shape)) for p in spec.layout().values())
     assert parameters == 124_439_808  # GPT2LMHeadModel(GPT2Config()).num_parameters(): the tied head counted once

@@ -14,16 +14,15 @@ import pytest
 
 import parity
 from parity import tolerances
+from parity.tolerances import relative_error
 from parity.flops import forward_flops, train_step_flops
 from parity.frameworks import impl_module
 from parity.specs.t5 import relative_position_bucket_float32
 
+from hf_models import T5_FIELDS, hf_config, hf_model, hf_state
+
 FRAMEWORKS = parity.FRAMEWORKS
 DTYPES = ["float32", "float64"]
-# T5Config fields the spec carries under the same names (seq_len and target_len are ours).
-HF_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
-             "relative_attention_max_distance", "dropout_rate", "layer_norm_epsilon", "initializer_factor",
-             "feed_forward_proj", "decoder_start_token_id", "pad_token_id")
 # (preset, overrides) checked against transformers.
 VARIANTS = {
     "tiny": ("tiny", {}),  # t5-small's kind: ReLU, tied and scaled head
@@ -33,37 +32,10 @@ VARIANTS = {
 }
 
 
-def hf_config(transformers, spec, attn_implementation="eager"):
-    """transformers' T5Config of a parity spec. Its `tie_word_embeddings` only sets
-    scale_decoder_outputs in 5.24 (the head is tied whatever it says): it gets the scaling."""
-    return transformers.T5Config(**{name: getattr(spec, name) for name in HF_FIELDS},
-                                 num_decoder_layers=spec.decoder_layers, eos_token_id=1,
-                                 tie_word_embeddings=spec.scales_decoder_outputs,
-                                 attn_implementation=attn_implementation)
-
-
-def hf_model(transformers, spec, dtype, attn_implementation="eager", seed=0):
-    """transformers' T5ForConditionalGeneration of `spec`, random init, eval mode. An untied spec
-    gets a head of its own, as from_pretrained leaves a checkpoint whose lm_head differs from
-    `shared` (test_untied_checkpoint_...). The norms (init 1) are drawn at random: a model that
-    ignored one would still agree at 1."""
-    import torch
-
-    torch.manual_seed(seed)
-    model = transformers.T5ForConditionalGeneration(hf_config(transformers, spec, attn_implementation))
-    with torch.no_grad():
-        if not spec.tie_word_embeddings:
-            model.lm_head.weight = torch.nn.Parameter(torch.randn(spec.vocab_size, spec.d_model))
-        for name, param in model.named_parameters():
-            if "layer_norm" in name:
-                param.add_(0.5 * torch.randn_like(param))
-    model = model.eval()
-    return model.double() if dtype == "float64" else model
-
-
-def hf_state(model):
-    """transformers' state_dict() as numpy, unchanged: every alias included."""
-    return {name: value.detach().cpu().numpy().copy() for name, value in model.state_dict().items()}
+def case_spec(variant):
+    """The spec of a case (conftest's `cases` and `models` fixtures)."""
+    preset, overrides = VARIANTS[variant]
+    return parity.spec("t5", preset, **overrides)
 
 
 @contextlib.contextmanager
@@ -111,39 +83,6 @@ def hf_loss_and_grads(transformers, model, inputs, targets, dtype):
     return loss.item(), {name: p.grad.numpy().copy() for name, p in model.named_parameters()}
 
 
-def relative_error(a, b, scale=None) -> float:
-    return tolerances.errors(a, b, scale)[1]
-
-
-@pytest.fixture(scope="module")
-def cases(transformers):
-    """(spec, transformers model, its state, inputs, targets) per (variant, dtype), built once."""
-    built = {}
-
-    def case(variant, dtype):
-        if (variant, dtype) not in built:
-            preset, overrides = VARIANTS[variant]
-            spec = parity.spec("t5", preset, **overrides)
-            model = hf_model(transformers, spec, dtype)
-            inputs, targets = parity.example_batch(spec, 4, 0, dtype)
-            built[variant, dtype] = spec, model, hf_state(model), inputs, targets
-        return built[variant, dtype]
-    return case
-
-
-@pytest.fixture(scope="module")
-def models(cases):
-    """Our model of each (variant, framework, dtype), built once from transformers' state."""
-    built = {}
-
-    def get(variant, framework, dtype):
-        if (variant, framework, dtype) not in built:
-            spec, _, state, _, _ = cases(variant, dtype)
-            built[variant, framework, dtype] = parity.build(framework, spec, state)
-        return built[variant, framework, dtype]
-    return get
-
-
 # ---------------------------------------------------------------------------- spec and layout
 
 
@@ -172,7 +111,7 @@ def test_t5_small_preset_is_google_t5_small(transformers):
     spec = parity.spec("t5")
     config = transformers.T5Config()  # its defaults are google-t5/t5-small's
     assert spec.reference_preset == "t5-small" and (spec.seq_len, spec.target_len) == (512, 128)
-    for name in HF_FIELDS[:-2]:
+    for name in T5_FIELDS[:-2]:
         assert getattr(spec, name) == getattr(config, name), name
     assert spec.decoder_layers == config.num_decoder_layers and spec.scales_decoder_outputs
     with torch.device("meta"):
