@@ -31,7 +31,7 @@ from parity.reversal import max_relative_difference  # noqa: E402
 from parity.text import Vocabulary, load_text  # noqa: E402
 
 SIZES = {"seq_len": 128, "n_embd": 64, "n_layer": 2, "n_head": 4}
-TRAINING = {"steps": 600, "batch_size": 16, "lr": 3e-3, "warmup_steps": 100, "weight_decay": 0.1,
+TRAINING = {"steps": 2000, "batch_size": 16, "lr": 3e-3, "warmup_steps": 100, "weight_decay": 0.1,
             "clip_norm": 1.0}
 PROMPT = "ROMEO:\n"
 COMPLETION = 120  # characters: prompt + completion stay within the trained positions (seq_len)
