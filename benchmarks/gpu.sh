@@ -2,8 +2,10 @@
 # GPU run, for a session lent a GPU machine: verify parity on the GPU, run the benchmark set,
 # write results under $RESULTS/<device>/ (default benchmarks/results). One script, under 9 minutes.
 #
-#   benchmarks/gpu.sh            on the GPU machine (run from the repository root)
-#   benchmarks/gpu.sh --dry-run  print the commands only (the default test suite does this)
+#   benchmarks/gpu.sh                 on the GPU machine (run from the repository root)
+#   benchmarks/gpu.sh --transformers  only the transformers' headline (block 4): a session's device
+#                                     time does not hold both
+#   benchmarks/gpu.sh --dry-run       print the commands only (the default test suite does this)
 #
 # The lent machines cannot download. Their image has CUDA builds of torch, jax, flax and optax
 # but no TensorFlow, and a CUDA TensorFlow wheel is far over what can be carried, so Keras runs
@@ -13,7 +15,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY_RUN=""
-[ "${1:-}" = "--dry-run" ] && DRY_RUN=1
+SET=all
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run) DRY_RUN=1 ;;
+        --transformers) SET=transformers ;;
+        *) echo "unknown argument: $arg (expected --dry-run, --transformers)"; exit 2 ;;
+    esac
+done
 FAILED=()
 run() {
     echo "+ $*"
@@ -32,6 +41,14 @@ run nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --form
 run "$PYTHON" -c "import sys, torch, jax, flax, optax, numpy; print(sys.version.split()[0], 'torch', torch.__version__,
   'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__, jax.devices())"
 
+bench() {  # SECONDS_PER_FRAMEWORK BENCH-ARGS...
+    for framework in ${FRAMEWORKS//,/ }; do
+        run timeout "$1" "$PYTHON" -m parity.cli bench "${@:2}" --device gpu --framework "$framework" \
+            --save "$RESULTS"
+    done
+}
+
+if [ "$SET" = all ]; then
 # 1. Parity on the GPU at the tiny presets, one architecture per family: torch placed on CUDA,
 # JAX (and TF) on their default GPU device. TF32 is off (parity.set_deterministic), so GPU kernels
 # must still agree to the CPU tolerances. No preallocation: torch and JAX share the GPU here.
@@ -43,12 +60,6 @@ run env PARITY_TORCH_DEVICE=cuda XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150
 # 2. Throughput, float32 (TF32 off, the parity setting) and bf16, eager and compiled, inference and
 # a training step. One process per framework and run: a time limit then kills exactly the run
 # that overran (the bench command's own per-framework subprocesses would outlive it).
-bench() {  # SECONDS_PER_FRAMEWORK BENCH-ARGS...
-    for framework in ${FRAMEWORKS//,/ }; do
-        run timeout "$1" "$PYTHON" -m parity.cli bench "${@:2}" --device gpu --framework "$framework" \
-            --save "$RESULTS"
-    done
-}
 # Limits from the 2026-11 H100 run: JAX's eager mode (op-by-op compilation) did not finish these.
 bench 60 mlp lenet5 --batch 4096 --rounds 20 --mode compiled
 bench 100 resnet50 --batch 128 --rounds 10 --dtype float32
@@ -70,6 +81,18 @@ run env XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 "$PYTHON" benchmarks/dis
 run timeout 200 "$PYTHON" benchmarks/distributed_scaling.py --device cpu --frameworks "$FRAMEWORKS" \
     --replicas 1,2,4,8 --arch lenet5 --batch 256 --steps 20 --out "$RESULTS"
 # ---- end of the data-parallel block ----------------------------------------------------------
+fi
+
+# 4. The transformers' headline (docs/transformers.md): parity of the tiny presets on the GPU,
+# then GPT-2 124M, BERT-base and T5-small compiled, bf16 and float32, inference and a training step.
+if [ "$SET" = transformers ]; then
+    run env PARITY_TORCH_DEVICE=cuda XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 150 \
+        "$PYTHON" -m parity.cli check mha transformer bert gpt2 t5 --frameworks "$FRAMEWORKS" --dtype float32
+    bench 150 gpt2 --batch 8 --rounds 10 --dtype bf16 --mode compiled
+    bench 120 bert --batch 32 --rounds 10 --dtype bf16 --mode compiled
+    bench 120 t5 --batch 16 --rounds 10 --dtype bf16 --mode compiled
+    bench 150 gpt2 bert t5 --batch 8 --rounds 5 --dtype float32 --mode compiled
+fi
 
 [ -z "$DRY_RUN" ] && ls -R "$RESULTS" | tail -20
 if [ ${#FAILED[@]} -gt 0 ]; then echo "failed stages: ${FAILED[*]}"; exit 1; fi

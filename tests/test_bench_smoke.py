@@ -52,6 +52,11 @@ def test_gpu_script_dry_run():
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "parity.cli check" in result.stdout and "parity.cli bench" in result.stdout and "--device gpu" in result.stdout
+    headline = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "--dry-run", "--transformers"], cwd=ROOT,
+                              capture_output=True, text=True)
+    assert headline.returncode == 0, headline.stdout + headline.stderr
+    assert "check mha transformer bert gpt2 t5" in headline.stdout and "bench gpt2" in headline.stdout
+    assert "resnet50" not in headline.stdout  # only the transformers' block
 
 
 @pytest.mark.parametrize("framework", ["torch", "keras", "jax"])
