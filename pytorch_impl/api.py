@@ -36,7 +36,11 @@ def build(spec, dtype="float32"):
     parameters would cost seconds for nothing)."""
     with torch.device("meta"):
         model = MODELS[spec.architecture](spec, _DTYPES[dtype])
-    return model.to_empty(device=_device()).eval()
+    model = model.to_empty(device=_device())
+    for module in model.modules():  # buffers that are not in the state (the Transformer's positions)
+        if hasattr(module, "init_buffers"):
+            module.init_buffers()
+    return model.eval()
 
 
 def dtype_of(model) -> str:

@@ -114,14 +114,23 @@ class Seq2SeqTransformer(nn.Module):
         self.dropout = nn.Dropout(spec.dropout)
         self.transformer = Transformer(spec, dtype)
         self.head = nn.Linear(spec.d_model, spec.target_vocab_size, dtype=dtype)
+        # The sinusoidal table as a buffer, not a weight (persistent=False: not in the state dict).
+        # Made from numpy inside forward instead, torch.compile under inference_mode fails its own
+        # guard ("Guard failed on the same frame it was created", torch 2.13, measured).
+        self.register_buffer("positions", torch.empty(spec.max_len, spec.d_model, dtype=dtype), persistent=False)
+        self.init_buffers()
+
+    def init_buffers(self):
+        """Fills the positions table (again after `to_empty`, which leaves buffers unset)."""
+        with torch.no_grad():
+            self.positions.copy_(torch.tensor(self.spec.positional_encoding()))
 
     def embed(self, embedding, tokens):  # (B, N) int64
         """E x sqrt(d_model) + PE, then dropout. The table is looked up at positions 0..N-1 (a gather,
         not a slice: to torch.export a slice to a symbolic N guards N <= max_len, to jax.export it
         has the length min(max_len, N)). -> (B, N, d_model)"""
         x = embedding(tokens) * self.spec.embedding_scale  # (B, N, d_model)
-        table = torch.tensor(self.spec.positional_encoding(), dtype=x.dtype, device=x.device)  # (max_len, d_model)
-        positions = table[torch.arange(tokens.shape[1], device=x.device)]  # (N, d_model)
+        positions = self.positions[torch.arange(tokens.shape[1], device=x.device)]  # (N, d_model)
         return self.dropout(x + positions)
 
     def forward(self, tokens, decoder_tokens, lengths=None):  # (B, S) int64, (B, T) int64, (B,)
