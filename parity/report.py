@@ -22,6 +22,11 @@ def splice(text: str, start: str, end: str, section: str) -> str:
     return text[:text.index(start) + len(start)] + "\n" + section + "\n" + text[text.index(end):]
 
 
+def _rate(samples_per_s: float) -> str:
+    """Whole samples from 100/s up, three significant digits below (GPT-2 trains at 0.16/s)."""
+    return f"{samples_per_s:,.0f}" if samples_per_s >= 100 else f"{samples_per_s:.3g}"
+
+
 def comparison_table(rows: list[dict]) -> str:
     """Markdown: samples/s (median, IQR as % of the median) per framework, and the ratio of the
     fastest to each, for every (architecture, dtype, batch, task, mode); float32 unless marked bf16."""
@@ -41,7 +46,7 @@ def comparison_table(rows: list[dict]) -> str:
                 cells.append("–")
                 continue
             mark = "**" if rates[fw] == fastest else ""
-            cells.append(f"{mark}{row['samples_per_s']:,.0f}{mark} ±{100 * row['iqr_s'] / row['median_s']:.0f}% "
+            cells.append(f"{mark}{_rate(row['samples_per_s'])}{mark} ±{100 * row['iqr_s'] / row['median_s']:.0f}% "
                          f"({row['achieved_gflops']:.1f} GF/s)")
         label = f"{arch} ({preset})" + ("" if dtype == "float32" else f" {dtype}")
         lines.append(f"| {label} | {batch} | {task} | {mode} | " + " | ".join(cells)
