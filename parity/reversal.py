@@ -1,5 +1,5 @@
-"""Train encoder-decoders (with attention, and the Transformer) on the digit-reversal task (parity.decoding), in every
-framework from one canonical state, and compare what they learn.
+"""Train encoder-decoders (with attention, and the Transformer) on the digit-reversal task
+(parity.decoding), in every framework from one canonical state, and compare what they learn.
 
 `reversal_spec` sizes a seq2seq spec for the task; `training_batches` draws a fixed stream of
 fresh minibatches (the same in every framework); `train_until` runs a framework's native
@@ -27,7 +27,7 @@ def reversal_spec(architecture: str, *, max_len: int, **fields) -> Spec:
     """A spec for digit reversal of up to `max_len` digits: the task's vocabulary on both sides,
     source_len max_len, target_len max_len + 1 (the digits and EOS); `fields` size the model
     (the `tiny` preset's otherwise). seq2seq_bahdanau / seq2seq_luong: embedding_dim,
-    hidden_size, num_layers, attention_size (Bahdanau's alignment units); transformer: d_model,
+    hidden_size, num_layers (default 1), attention_size (Bahdanau's alignment units); transformer: d_model,
     nhead, num_encoder_layers, ... (its positions table, the spec's own max_len, is set to the
     target length)."""
     if architecture not in ("seq2seq_bahdanau", "seq2seq_luong", "transformer"):
@@ -36,6 +36,8 @@ def reversal_spec(architecture: str, *, max_len: int, **fields) -> Spec:
     lengths = {"source_len": max_len, "target_len": max_len + 1}
     if architecture == "transformer":
         lengths["max_len"] = max_len + 1
+    else:
+        fields.setdefault("num_layers", 1)
     return make_spec(architecture, "tiny", source_vocab_size=VOCAB_SIZE, target_vocab_size=VOCAB_SIZE, **lengths,
                      **fields)
 
