@@ -8,3 +8,4 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def pytest_addoption(parser):
     parser.addoption("--bench-preset", default=None, help="preset of every architecture (default: reference size)")
     parser.addoption("--bench-batch", type=int, default=32)
+    parser.addoption("--bench-device", choices=("cpu", "gpu"), default="cpu")

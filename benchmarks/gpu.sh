@@ -88,6 +88,13 @@ fi
 # Ordered by value: one lease (15 minutes of device time, a machine's start included) holds about
 # the bf16 rows and the check; the float32 rows come last, for whatever time is left.
 if [ "$SET" = transformers ]; then
+    # First, 30 s: the embedding gradient alone, gather (scatter-add) vs one-hot matmul, the cause
+    # proposed for JAX's slow bf16 T5 and BERT training steps (docs/benchmarks.md, item 13).
+    DEVICE_DIR="$RESULTS/GPU-NAME"
+    [ -z "$DRY_RUN" ] && DEVICE_DIR="$RESULTS/$("$PYTHON" -c "from parity.bench import device_label; print(device_label('gpu'))")"
+    run mkdir -p "$DEVICE_DIR"
+    run timeout 120 "$PYTHON" -m pytest benchmarks/test_embedding_grad.py -q -p no:cacheprovider --bench-device gpu \
+        -k "${FRAMEWORKS//,/ or }" --benchmark-json "$DEVICE_DIR/embedding-grad.json"
     bench 100 bert --batch 32 --rounds 10 --dtype bf16 --mode compiled
     bench 130 t5 --batch 16 --rounds 10 --dtype bf16 --mode compiled
     bench 100 gpt2 --batch 8 --rounds 10 --dtype bf16 --mode compiled

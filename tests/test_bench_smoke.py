@@ -22,6 +22,14 @@ def test_benchmark_suite_runs_one_round_on_a_tiny_preset():
     assert "12 passed" in result.stdout  # 3 frameworks x eager/compiled x inference/train
 
 
+def test_embedding_gradient_suite_runs():
+    result = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/test_embedding_grad.py", "-q", "-p",
+                             "no:cacheprovider", "-k", "t5_relative_bias", "--benchmark-disable"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "12 passed" in result.stdout  # 3 frameworks x float32/bf16 x gather/one-hot
+
+
 def test_results_round_trip_into_the_report(tmp_path):
     results = [bench("lenet5", fw, mode="eager", task=task, batch=4, rounds=2, preset="tiny")
                for fw in ("torch", "keras", "jax") for task in ("inference", "train")]

@@ -3,7 +3,9 @@
 These tests pin the *native* behaviour that makes a naive port diverge, next to the fix the
 implementations use, so a framework release that changes a default shows up here first.
 """
+import importlib.util
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -162,3 +164,27 @@ def test_lenet5_28x28_padding_keeps_the_paper_feature_maps():
 
 def test_keras_backend_defaults_to_tensorflow():
     assert os.environ["KERAS_BACKEND"] == "tensorflow" and keras.backend.backend() == "tensorflow"
+
+
+# --- bf16 embedding gradients -------------------------------------------------------------
+
+def _embedding_grad_suite():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "test_embedding_grad.py"
+    loader = importlib.util.spec_from_file_location("embedding_grad_suite", path)
+    suite = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(suite)
+    return suite
+
+
+@pytest.mark.parametrize("framework", parity.FRAMEWORKS)
+def test_bf16_embedding_gradient_of_a_small_table_accumulates_in_bf16(framework):
+    """T5's relative-position-bias table (32 buckets) takes 8192 updates per row from a 512-token
+    sequence. As a lookup, its gradient is a scatter-add that sums them in bf16 (in all three
+    frameworks, on the CPU): 19 % of the gradient's scale off. As a one-hot matmul it accumulates
+    in float32: 0.3 %, the inputs' own bf16 rounding."""
+    suite = _embedding_grad_suite()
+    table, ids, upstream, expected = suite._inputs("t5_relative_bias")
+    scale = np.abs(expected).max()
+    errors = {method: np.abs(suite.GRADIENTS[framework](table, ids, upstream, "bf16", method, "cpu")()
+                             - expected).max() / scale for method in suite.METHODS}
+    assert errors["gather"] > 0.1 and errors["one_hot"] < 0.005, errors
