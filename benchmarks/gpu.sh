@@ -89,7 +89,7 @@ fi
 # the bf16 rows and the check; the float32 rows come last, for whatever time is left.
 if [ "$SET" = transformers ]; then
     # First, 30 s: the embedding gradient alone, gather (scatter-add) vs one-hot matmul, the cause
-    # proposed for JAX's slow bf16 T5 and BERT training steps (docs/benchmarks.md, item 13).
+    # proposed for JAX's slow bf16 T5 and BERT training steps (docs/benchmarks.md, "The transformers on the H100").
     DEVICE_DIR="$RESULTS/GPU-NAME"
     [ -z "$DRY_RUN" ] && DEVICE_DIR="$RESULTS/$("$PYTHON" -c "from parity.bench import device_label; print(device_label('gpu'))")"
     run mkdir -p "$DEVICE_DIR"

@@ -6,7 +6,7 @@ small table takes many updates per row, XLA:GPU's scatter-add contends on atomic
 (openxla/xla#26371; #46225 for a float32 regression in jaxlib 0.10.2). torch's CUDA embedding
 backward sorts the indices and reduces each row instead. The one-hot formulation (flaxformer's
 relative position biases use it) makes the same gradient a GEMM. Three lookups of the
-transformers, at the sizes of the H100 run (docs/benchmarks.md, item 13):
+transformers, at the sizes of the H100 run (docs/benchmarks.md, "The transformers on the H100"):
 
     python -m pytest benchmarks/test_embedding_grad.py [--bench-device gpu] --benchmark-columns=median,iqr
 """
