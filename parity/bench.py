@@ -7,7 +7,9 @@ train: forward, loss, backward and a native SGD update in training mode), ending
 framework's synchronisation (a host read of the loss, `block_until_ready`, materialised TF
 outputs, `cuda.synchronize`). The first call (tracing/compilation plus the first run) is
 reported separately as `first_call_s`; then `warmup` untimed calls; then `rounds` timed calls,
-summarised by median and inter-quartile range. FLOPs come from `parity.flops`; on the CPU the
+summarised by median and inter-quartile range, with the process's minor page faults per timed
+call (memory first touched: what an allocator that returns freed memory to the kernel costs on
+every step, docs/benchmarks.md section 11). FLOPs come from `parity.flops`; on the CPU the
 peak is each framework's measured float32 2048x2048 matmul rate, on a GPU the datasheet peak.
 """
 from __future__ import annotations
@@ -66,6 +68,7 @@ class BenchResult:
     peak_memory_bytes: int | None
     memory_source: str
     settings: dict = field(default_factory=dict)
+    page_faults_per_step: float | None = None
 
     @property
     def median_s(self) -> float:
@@ -189,7 +192,9 @@ def bench(name: str, framework: str, *, mode: str = "eager", task: str = "infere
                                                    dtype=dtype, device=device, preset=preset, seed=seed)
     (first_call,) = _timed(step, args)
     _timed(step, args, warmup)
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     times = _timed(step, args, rounds)
+    page_faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / rounds
     peak, peak_source = _peak(framework, device, dtype, module)
     device_memory = module.peak_memory_bytes(device)
     memory = device_memory if device_memory is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -199,7 +204,8 @@ def bench(name: str, framework: str, *, mode: str = "eager", task: str = "infere
         "device allocator peak" if device_memory is not None else "process peak RSS (whole process, not per step)",
         settings={**module.thread_settings(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
                   "numpy": np.__version__, "warmup_calls": warmup, "learning_rate": LEARNING_RATE,
-                  "when": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")})
+                  "when": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")},
+        page_faults_per_step=page_faults)
 
 
 def save_results(results: list[BenchResult], root="benchmarks/results") -> Path:

@@ -36,6 +36,7 @@ def test_results_round_trip_into_the_report(tmp_path):
     for r in results:
         assert len(r.times_s) == 2 and r.median_s > 0 and r.samples_per_s > 0 and r.flops_per_step > 0
         assert r.peak_gflops > 0 and r.settings["cpu_count"] >= 1 and r.device.startswith("cpu-")
+        assert r.page_faults_per_step >= 0
     path = save_results(results, tmp_path / "results")
     assert json.loads(path.read_text())[0]["framework"] == "torch"
     rows = load_results(tmp_path / "results")
