@@ -27,7 +27,7 @@ METHODS = ("gather", "one_hot")
 FLOAT32_RTOL = 1e-5
 
 
-def _inputs(case):
+def lookup_inputs(case):
     rows, width, index_shape = CASES[case]
     rng = np.random.default_rng(0)
     table = rng.standard_normal((rows, width), dtype=np.float32)
@@ -107,7 +107,7 @@ GRADIENTS = {"torch": torch_gradient, "keras": keras_gradient, "jax": jax_gradie
 @pytest.mark.parametrize("case", CASES)
 def test_embedding_gradient(benchmark, request, case, framework, dtype, method):
     device = request.config.getoption("--bench-device")
-    table, ids, upstream, expected = _inputs(case)
+    table, ids, upstream, expected = lookup_inputs(case)
     step = GRADIENTS[framework](table, ids, upstream, dtype, method, device)
     gradient, scale = step(), np.abs(expected).max()
     if dtype == "float32":  # the same sum, whichever way it is computed

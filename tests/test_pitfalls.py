@@ -170,9 +170,9 @@ def test_keras_backend_defaults_to_tensorflow():
 
 def _embedding_grad_suite():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "test_embedding_grad.py"
-    loader = importlib.util.spec_from_file_location("embedding_grad_suite", path)
-    suite = importlib.util.module_from_spec(loader)
-    loader.loader.exec_module(suite)
+    module_spec = importlib.util.spec_from_file_location("embedding_grad_suite", path)
+    suite = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(suite)
     return suite
 
 
@@ -183,7 +183,7 @@ def test_bf16_embedding_gradient_of_a_small_table_accumulates_in_bf16(framework)
     frameworks, on the CPU): 19 % of the gradient's scale off. As a one-hot matmul it accumulates
     in float32: 0.3 %, the inputs' own bf16 rounding."""
     suite = _embedding_grad_suite()
-    table, ids, upstream, expected = suite._inputs("t5_relative_bias")
+    table, ids, upstream, expected = suite.lookup_inputs("t5_relative_bias")
     scale = np.abs(expected).max()
     errors = {method: np.abs(suite.GRADIENTS[framework](table, ids, upstream, "bf16", method, "cpu")()
                              - expected).max() / scale for method in suite.METHODS}
