@@ -1,8 +1,8 @@
 """The gradient of an embedding lookup, alone, in each framework: gather vs one-hot matmul.
 
 The gradient of a lookup is a scatter-add of the upstream gradient into the table's rows. When a
-small table takes many updates per row, XLA:GPU's scatter-add contends on atomics, and in bf16
-(no native atomic there) it is a compare-and-swap loop that collapses under contention
+small table takes many updates per row, XLA:GPU's scatter-add contends on atomics, and for bf16
+XLA emits a compare-and-swap loop, which collapses under contention
 (openxla/xla#26371; #46225 for a float32 regression in jaxlib 0.10.2). torch's CUDA embedding
 backward sorts the indices and reduces each row instead. The one-hot formulation (flaxformer's
 relative position biases use it) makes the same gradient a GEMM. Three lookups of the
